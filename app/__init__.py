@@ -1,0 +1,1 @@
+"""nextlabel's web service: REST API, storage and the browser UI. Never imports torch."""

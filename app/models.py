@@ -1,0 +1,271 @@
+"""SQLAlchemy 2.0 tables. The database is the truth: workers and API processes share it.
+
+Invariants the schema itself enforces (so no process memory is trusted with them):
+- one current label per (item, annotator): a partial unique index on labels;
+- one lease per item: the lease's primary key is the item id;
+- at most one queued or running round per project: a partial unique index on rounds;
+- one copy of an image per project: unique (project_id, sha256).
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Enum,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    text,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map: ClassVar[dict[Any, Any]] = {
+        dict[str, Any]: JSON,
+        list[str]: JSON,
+        list[float]: JSON,
+    }
+
+
+class Role(enum.StrEnum):
+    admin = "admin"
+    annotator = "annotator"
+
+
+class Split(enum.StrEnum):
+    pool = "pool"
+    validation = "validation"
+
+
+class RoundStatus(enum.StrEnum):
+    queued = "queued"
+    running = "running"
+    done = "done"
+    failed = "failed"
+
+
+ACTIVE_ROUND_STATUSES = (RoundStatus.queued, RoundStatus.running)
+
+
+def _enum(cls: type[enum.Enum], name: str) -> Enum:
+    # Plain VARCHAR + CHECK: identical on SQLite and PostgreSQL, no native enum types to migrate.
+    return Enum(cls, name=name, native_enum=False, create_constraint=True, length=16)
+
+
+class ProjectMember(Base):
+    __tablename__ = "project_members"
+
+    project_id: Mapped[int] = mapped_column(
+        ForeignKey("projects.id", ondelete="CASCADE"), primary_key=True
+    )
+    annotator_id: Mapped[int] = mapped_column(
+        ForeignKey("annotators.id", ondelete="CASCADE"), primary_key=True
+    )
+
+
+class Annotator(Base):
+    __tablename__ = "annotators"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(120), unique=True)
+    role: Mapped[Role] = mapped_column(_enum(Role, "role"))
+    # sha256 of a 256-bit random token: tokens are high-entropy, so a fast hash is safe and
+    # lets authentication be one indexed lookup.
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    projects: Mapped[list[Project]] = relationship(
+        secondary="project_members", back_populates="members", viewonly=True
+    )
+
+
+class Project(Base):
+    __tablename__ = "projects"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    classes: Mapped[list[str]] = mapped_column(JSON)
+    strategy: Mapped[str] = mapped_column(String(32), default="batchbald")
+    query_size: Mapped[int] = mapped_column(Integer, default=10)
+    retrain_every: Mapped[int] = mapped_column(Integer, default=10)
+    queue_size: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    mc_samples: Mapped[int] = mapped_column(Integer, default=20)
+    image_size: Mapped[int] = mapped_column(Integer, default=28)
+    image_channels: Mapped[int] = mapped_column(Integer, default=1)
+    network: Mapped[str] = mapped_column(String(32), default="auto")
+    seed: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    members: Mapped[list[Annotator]] = relationship(
+        secondary="project_members", back_populates="projects", viewonly=True
+    )
+
+    @property
+    def effective_queue_size(self) -> int:
+        """Twice the retrain interval by default, so annotators don't run dry mid-round."""
+        return self.queue_size or 2 * self.retrain_every
+
+
+class Item(Base):
+    __tablename__ = "items"
+    __table_args__ = (
+        UniqueConstraint("project_id", "sha256", name="uq_items_project_sha256"),
+        # Serves the unlabelled pool in seeded random order without a sort.
+        Index("ix_items_pool_order", "project_id", "split", "label_count", "random_key"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    filename: Mapped[str] = mapped_column(String(500))
+    file_key: Mapped[str] = mapped_column(String(200))
+    sha256: Mapped[str] = mapped_column(String(64))
+    width: Mapped[int] = mapped_column(Integer)
+    height: Mapped[int] = mapped_column(Integer)
+    split: Mapped[Split] = mapped_column(_enum(Split, "split"), default=Split.pool)
+    known_label: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    # Count of current labels, kept in the same transaction as every label change so the
+    # queue can skip labelled items through an index instead of a join over labels.
+    label_count: Mapped[int] = mapped_column(Integer, default=0)
+    # A seeded pseudo-random sort key fixed at import: "seeded random order" for free.
+    random_key: Mapped[int] = mapped_column(BigInteger)
+    decode_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Label(Base):
+    __tablename__ = "labels"
+    __table_args__ = (
+        Index(
+            "uq_labels_current",
+            "item_id",
+            "annotator_id",
+            unique=True,
+            sqlite_where=text("is_current"),
+            postgresql_where=text("is_current"),
+        ),
+        Index("ix_labels_project_id", "project_id", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    item_id: Mapped[int] = mapped_column(ForeignKey("items.id", ondelete="CASCADE"))
+    annotator_id: Mapped[int] = mapped_column(ForeignKey("annotators.id", ondelete="CASCADE"))
+    label: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    ms_spent: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # Which round's queue served the item (None: served from the random pool order).
+    round_id: Mapped[int | None] = mapped_column(
+        ForeignKey("rounds.id", ondelete="SET NULL"), nullable=True
+    )
+    is_current: Mapped[bool] = mapped_column(Boolean, default=True)
+    # Set when the label was replaced by a newer one or undone; history is never deleted.
+    retired_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    undone: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class Skip(Base):
+    __tablename__ = "skips"
+
+    item_id: Mapped[int] = mapped_column(
+        ForeignKey("items.id", ondelete="CASCADE"), primary_key=True
+    )
+    annotator_id: Mapped[int] = mapped_column(
+        ForeignKey("annotators.id", ondelete="CASCADE"), primary_key=True
+    )
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Lease(Base):
+    __tablename__ = "leases"
+
+    # One row per item: granting a lease is an atomic upsert guarded by expiry.
+    item_id: Mapped[int] = mapped_column(
+        ForeignKey("items.id", ondelete="CASCADE"), primary_key=True
+    )
+    annotator_id: Mapped[int] = mapped_column(ForeignKey("annotators.id", ondelete="CASCADE"))
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    # The round whose queue served the item, copied onto the label it leads to.
+    round_id: Mapped[int | None] = mapped_column(
+        ForeignKey("rounds.id", ondelete="SET NULL"), nullable=True
+    )
+
+
+class Round(Base):
+    __tablename__ = "rounds"
+    __table_args__ = (
+        Index(
+            "uq_rounds_one_active_per_project",
+            "project_id",
+            unique=True,
+            sqlite_where=text("status IN ('queued', 'running')"),
+            postgresql_where=text("status IN ('queued', 'running')"),
+        ),
+        Index("ix_rounds_project_status", "project_id", "status", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    status: Mapped[RoundStatus] = mapped_column(
+        _enum(RoundStatus, "round_status"), default=RoundStatus.queued
+    )
+    trigger: Mapped[str] = mapped_column(String(16), default="labels")
+    strategy: Mapped[str] = mapped_column(String(32))
+    # Labels the round trained on: the count, and the highest label id it could see, so
+    # "labels since this round started" is an indexed count.
+    labels_used: Mapped[int] = mapped_column(Integer, default=0)
+    label_watermark: Mapped[int] = mapped_column(Integer, default=0)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    metrics: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    timings: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class QueueEntry(Base):
+    __tablename__ = "queue_entries"
+    __table_args__ = (
+        UniqueConstraint("round_id", "item_id", name="uq_queue_round_item"),
+        Index("ix_queue_round_rank", "round_id", "rank"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    round_id: Mapped[int] = mapped_column(ForeignKey("rounds.id", ondelete="CASCADE"))
+    item_id: Mapped[int] = mapped_column(ForeignKey("items.id", ondelete="CASCADE"))
+    rank: Mapped[int] = mapped_column(Integer)
+    score: Mapped[float] = mapped_column(Float)
+    strategy: Mapped[str] = mapped_column(String(32))
+
+
+class Prediction(Base):
+    __tablename__ = "predictions"
+    __table_args__ = (Index("ix_predictions_round_score", "round_id", "score"),)
+
+    round_id: Mapped[int] = mapped_column(
+        ForeignKey("rounds.id", ondelete="CASCADE"), primary_key=True
+    )
+    item_id: Mapped[int] = mapped_column(
+        ForeignKey("items.id", ondelete="CASCADE"), primary_key=True
+    )
+    predicted: Mapped[str] = mapped_column(String(200))
+    confidence: Mapped[float] = mapped_column(Float)
+    probabilities: Mapped[list[float]] = mapped_column(JSON)
+    # The round's acquisition score for this item: orders the pool once the queue is used up.
+    score: Mapped[float] = mapped_column(Float)

@@ -1,0 +1,295 @@
+"""Pydantic v2 request and response models: the JSON contract of /api/v1.
+
+The browser UI, the simulator and integrations all speak exactly these shapes.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from app.models import Role, RoundStatus, Split
+
+STRATEGY_NAMES = (
+    "random",
+    "entropy",
+    "least_confidence",
+    "margin",
+    "variation_ratios",
+    "bald",
+    "batchbald",
+    "powerbald",
+)
+Strategy = Literal[
+    "random",
+    "entropy",
+    "least_confidence",
+    "margin",
+    "variation_ratios",
+    "bald",
+    "batchbald",
+    "powerbald",
+]
+Network = Literal["auto", "mnist_cnn", "resnet18"]
+ItemStatus = Literal["labelled", "unlabelled", "validation"]
+ExportFormat = Literal["csv", "json", "jsonl"]
+
+
+class ORMModel(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+
+# --- annotators ---------------------------------------------------------------------------
+
+
+class AnnotatorCreate(BaseModel):
+    name: str = Field(min_length=1, max_length=120)
+    role: Role = Role.annotator
+
+
+class AnnotatorPublic(ORMModel):
+    id: int
+    name: str
+    role: Role
+    created_at: datetime
+    project_ids: list[int] = []
+
+
+class AnnotatorCreated(AnnotatorPublic):
+    token: str = Field(description="Shown once: store it, it cannot be read back.")
+
+
+# --- projects -----------------------------------------------------------------------------
+
+
+class ProjectSettings(BaseModel):
+    strategy: Strategy = "batchbald"
+    query_size: int = Field(10, ge=1, le=1000, description="Acquisition batch size b.")
+    retrain_every: int = Field(10, ge=1, le=100_000, description="New labels per round.")
+    queue_size: int | None = Field(
+        None, ge=1, le=100_000, description="Items a round queues; default 2 × retrain_every."
+    )
+    mc_samples: int = Field(20, ge=1, le=1000, description="K stochastic forward passes.")
+    image_size: int = Field(28, ge=8, le=512)
+    image_channels: Literal[1, 3] = 1
+    network: Network = "auto"
+    seed: int = 0
+
+
+class ProjectCreate(ProjectSettings):
+    name: str = Field(min_length=1, max_length=200)
+    classes: list[str] = Field(min_length=2, max_length=1000)
+
+    @field_validator("classes")
+    @classmethod
+    def _classes_are_distinct_names(cls, classes: list[str]) -> list[str]:
+        cleaned = [name.strip() for name in classes]
+        if any(not name for name in cleaned):
+            raise ValueError("class names must not be empty")
+        if len(set(cleaned)) != len(cleaned):
+            raise ValueError("class names must be distinct")
+        return cleaned
+
+
+class ProjectUpdate(BaseModel):
+    name: str | None = Field(None, min_length=1, max_length=200)
+    strategy: Strategy | None = None
+    query_size: int | None = Field(None, ge=1, le=1000)
+    retrain_every: int | None = Field(None, ge=1, le=100_000)
+    queue_size: int | None = Field(None, ge=1, le=100_000)
+    mc_samples: int | None = Field(None, ge=1, le=1000)
+    network: Network | None = None
+
+
+class ProjectCounts(BaseModel):
+    items: int
+    pool: int
+    validation: int
+    labelled: int
+
+
+class ProjectPublic(ORMModel):
+    id: int
+    name: str
+    classes: list[str]
+    strategy: str
+    query_size: int
+    retrain_every: int
+    queue_size: int | None
+    effective_queue_size: int
+    mc_samples: int
+    image_size: int
+    image_channels: int
+    network: str
+    seed: int
+    created_at: datetime
+    counts: ProjectCounts | None = None
+
+
+# --- items --------------------------------------------------------------------------------
+
+
+class ItemPublic(ORMModel):
+    id: int
+    project_id: int
+    filename: str
+    width: int
+    height: int
+    split: Split
+    known_label: str | None
+    label_count: int
+    decode_error: str | None
+    image_url: str
+    my_label: str | None = None
+
+
+class ItemPage(BaseModel):
+    items: list[ItemPublic]
+    next_cursor: int | None = Field(
+        description="Pass as ?cursor= for the next page; null at the end."
+    )
+
+
+class SkippedFile(BaseModel):
+    name: str
+    reason: str
+
+
+class UploadReport(BaseModel):
+    created: list[int]
+    skipped: list[SkippedFile]
+
+
+# --- the queue ----------------------------------------------------------------------------
+
+
+class PredictionPublic(BaseModel):
+    label: str
+    confidence: float
+    probabilities: dict[str, float]
+    round_id: int
+
+
+class NextItem(BaseModel):
+    item: ItemPublic
+    rank: int | None = Field(description="Position in the round's queue; null outside it.")
+    score: float | None = Field(description="The round's acquisition score for this item.")
+    strategy: str = Field(description="Why it was chosen: a strategy name, or 'random'.")
+    round_id: int | None
+    prediction: PredictionPublic | None
+    lease_expires_at: datetime
+
+
+# --- labels -------------------------------------------------------------------------------
+
+
+class LabelCreate(BaseModel):
+    label: str = Field(min_length=1, max_length=200)
+    ms_spent: int | None = Field(None, ge=0, le=86_400_000)
+
+
+class LabelPublic(ORMModel):
+    id: int
+    item_id: int
+    annotator_id: int
+    label: str
+    created_at: datetime
+    ms_spent: int | None
+    round_id: int | None
+    replaced_previous: bool = False
+    round_enqueued: int | None = Field(None, description="Id of a round this label triggered.")
+
+
+class SkipPublic(BaseModel):
+    item_id: int
+    skipped: bool = True
+
+
+# --- rounds -------------------------------------------------------------------------------
+
+
+class QueueEntryPublic(ORMModel):
+    item_id: int
+    rank: int
+    score: float
+    strategy: str
+    filename: str | None = None
+    image_url: str | None = None
+    labelled: bool = False
+
+
+class RoundPublic(ORMModel):
+    id: int
+    project_id: int
+    status: RoundStatus
+    trigger: str
+    strategy: str
+    labels_used: int
+    attempts: int
+    metrics: dict[str, Any]
+    timings: dict[str, Any]
+    error: str | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+class RoundDetail(RoundPublic):
+    queue: list[QueueEntryPublic] = []
+
+
+# --- metrics ------------------------------------------------------------------------------
+
+
+class AnnotatorCount(BaseModel):
+    annotator_id: int
+    name: str
+    labels: int
+    labels_today: int
+
+
+class CurvePoint(BaseModel):
+    round_id: int
+    labels_used: int
+    accuracy: float | None
+    nll: float | None
+    finished_at: datetime | None
+
+
+class QueueFreshness(BaseModel):
+    round_id: int | None = Field(description="The completed round whose queue is served now.")
+    labels_since_round: int = Field(description="Labels made since that round started.")
+    labels_until_retrain: int
+    retrain_every: int
+    active_round_id: int | None
+    active_round_status: RoundStatus | None
+    queue_remaining: int
+    pool_remaining: int
+    pool_exhausted: bool
+
+
+class ValidationSummary(BaseModel):
+    items: int
+    with_known_label: int
+    note: str | None = Field(description="Why validation metrics are missing, when they are.")
+
+
+class ProjectMetrics(BaseModel):
+    project_id: int
+    totals: ProjectCounts
+    label_counts: dict[str, int]
+    annotators: list[AnnotatorCount]
+    learning_curve: list[CurvePoint]
+    queue: QueueFreshness
+    validation: ValidationSummary
+
+
+class Health(BaseModel):
+    status: Literal["ok", "unavailable"]
+    checks: dict[str, str] = {}
+
+
+class ErrorMessage(BaseModel):
+    detail: str
