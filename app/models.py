@@ -193,6 +193,8 @@ class Skip(Base):
 
 class Lease(Base):
     __tablename__ = "leases"
+    # "My live leases" (re-served first by `next`) is a range scan, not a pass over all leases.
+    __table_args__ = (Index("ix_leases_annotator_expires", "annotator_id", "expires_at"),)
 
     # One row per item: granting a lease is an atomic upsert guarded by expiry.
     item_id: Mapped[int] = mapped_column(

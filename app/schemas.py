@@ -5,10 +5,10 @@ The browser UI, the simulator and integrations all speak exactly these shapes.
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Any, Literal
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 from app.models import Role, RoundStatus, Split
 
@@ -37,6 +37,15 @@ ItemStatus = Literal["labelled", "unlabelled", "validation"]
 ExportFormat = Literal["csv", "json", "jsonl"]
 
 
+def _as_utc(moment: datetime) -> datetime:
+    # SQLite returns naive datetimes; nextlabel only ever stores UTC, so say so in the JSON
+    # (a browser would otherwise read a bare timestamp as local time).
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
+
+
+UtcDatetime = Annotated[datetime, AfterValidator(_as_utc)]
+
+
 class ORMModel(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
@@ -53,7 +62,7 @@ class AnnotatorPublic(ORMModel):
     id: int
     name: str
     role: Role
-    created_at: datetime
+    created_at: UtcDatetime
     project_ids: list[int] = []
 
 
@@ -124,7 +133,7 @@ class ProjectPublic(ORMModel):
     image_channels: int
     network: str
     seed: int
-    created_at: datetime
+    created_at: UtcDatetime
     counts: ProjectCounts | None = None
 
 
@@ -179,7 +188,7 @@ class NextItem(BaseModel):
     strategy: str = Field(description="Why it was chosen: a strategy name, or 'random'.")
     round_id: int | None
     prediction: PredictionPublic | None
-    lease_expires_at: datetime
+    lease_expires_at: UtcDatetime
 
 
 # --- labels -------------------------------------------------------------------------------
@@ -195,7 +204,7 @@ class LabelPublic(ORMModel):
     item_id: int
     annotator_id: int
     label: str
-    created_at: datetime
+    created_at: UtcDatetime
     ms_spent: int | None
     round_id: int | None
     replaced_previous: bool = False
@@ -231,9 +240,9 @@ class RoundPublic(ORMModel):
     metrics: dict[str, Any]
     timings: dict[str, Any]
     error: str | None
-    created_at: datetime
-    started_at: datetime | None
-    finished_at: datetime | None
+    created_at: UtcDatetime
+    started_at: UtcDatetime | None
+    finished_at: UtcDatetime | None
 
 
 class RoundDetail(RoundPublic):
@@ -255,7 +264,7 @@ class CurvePoint(BaseModel):
     labels_used: int
     accuracy: float | None
     nll: float | None
-    finished_at: datetime | None
+    finished_at: UtcDatetime | None
 
 
 class QueueFreshness(BaseModel):

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-22 05:21:15.727913
+Create Date: 2026-11-22 05:50:08.813340
 """
 
 from collections.abc import Sequence
@@ -187,6 +187,11 @@ def upgrade() -> None:
         sa.ForeignKeyConstraint(["round_id"], ["rounds.id"], ondelete="SET NULL"),
         sa.PrimaryKeyConstraint("item_id"),
     )
+    with op.batch_alter_table("leases", schema=None) as batch_op:
+        batch_op.create_index(
+            "ix_leases_annotator_expires", ["annotator_id", "expires_at"], unique=False
+        )
+
     op.create_table(
         "predictions",
         sa.Column("round_id", sa.Integer(), nullable=False),
@@ -241,6 +246,9 @@ def downgrade() -> None:
         batch_op.drop_index("ix_predictions_round_score")
 
     op.drop_table("predictions")
+    with op.batch_alter_table("leases", schema=None) as batch_op:
+        batch_op.drop_index("ix_leases_annotator_expires")
+
     op.drop_table("leases")
     with op.batch_alter_table("labels", schema=None) as batch_op:
         batch_op.drop_index(

@@ -1,0 +1,16 @@
+"""HTTP routers, one per resource. Everything but health and Prometheus lives under /api/v1.
+
+Each router carries its full prefix, so a route's `path` is the template Prometheus labels
+requests with.
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from app.api import annotators, export, health, items, labels, metrics, projects, queue, rounds
+
+
+def routers() -> list[APIRouter]:
+    modules = (annotators, projects, items, queue, labels, rounds, metrics, export, health)
+    return [module.router for module in modules]

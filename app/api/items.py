@@ -1,0 +1,128 @@
+"""Items: upload images or zips, page through a project's items, fetch an image."""
+
+from __future__ import annotations
+
+import itertools
+import zipfile
+from collections.abc import Iterator
+from typing import Annotated
+
+from fastapi import APIRouter, File, Query, Request, Response, UploadFile, status
+
+from app.config import Settings
+from app.deps import API_PREFIX, AdminUser, CurrentUser, SessionDep, SettingsDep, StoreDep
+from app.images import sniff_media_type
+from app.schemas import ItemPage, ItemPublic, ItemStatus, SkippedFile, UploadReport
+from app.services import Invalid, NotFound
+from app.services import items as service
+from app.services.imports import Candidate, ZipLimits, import_candidates, iter_zip, open_zip
+from app.services.projects import get_visible_project
+
+router = APIRouter(prefix=API_PREFIX, tags=["items"])
+
+ZIP_MAGIC = b"PK\x03\x04"
+# Total bytes a zip may expand to, as a multiple of the upload limit. Images barely
+# compress, so an honest archive stays near 1×; this only stops absurd declared sizes.
+ZIP_EXPANSION_OF_UPLOAD_LIMIT = 4
+
+
+@router.post(
+    "/projects/{project_id}/items",
+    summary="Upload images, or zips of images (a labels.csv inside marks validation items)",
+    responses={413: {"description": "Upload or unpacked zip too large"}},
+)
+def upload_items(
+    project_id: int,
+    files: Annotated[list[UploadFile], File(description="Images and/or .zip files.")],
+    session: SessionDep,
+    settings: SettingsDep,
+    store: StoreDep,
+    admin: AdminUser,
+) -> UploadReport:
+    project = get_visible_project(session=session, user=admin, project_id=project_id)
+    # Open (and check) every zip before importing anything: a zip bomb rejects the whole
+    # request with nothing written.
+    sources = [_source(upload, settings) for upload in files]
+    return import_candidates(
+        session=session,
+        store=store,
+        project=project,
+        candidates=itertools.chain.from_iterable(sources),
+        max_pixels=settings.max_image_pixels,
+    )
+
+
+def _source(upload: UploadFile, settings: Settings) -> Iterator[Candidate | SkippedFile]:
+    name = upload.filename or "upload"
+    head = upload.file.read(len(ZIP_MAGIC))
+    upload.file.seek(0)
+    if not (name.lower().endswith(".zip") or head == ZIP_MAGIC):
+        return _single(name, upload)
+    upload.file.seek(0, 2)
+    size = upload.file.tell()
+    upload.file.seek(0)
+    limits = ZipLimits(
+        max_members=settings.max_zip_members,
+        max_ratio=settings.max_zip_ratio,
+        max_total_bytes=ZIP_EXPANSION_OF_UPLOAD_LIMIT * settings.max_upload_bytes,
+    )
+    try:
+        archive: zipfile.ZipFile = open_zip(upload.file, size=size, limits=limits)
+    except Invalid as exc:
+        # A broken zip is a corrupt file like any other: skipped, the rest kept.
+        return iter([SkippedFile(name=name, reason=str(exc))])
+    return iter_zip(archive)
+
+
+def _single(name: str, upload: UploadFile) -> Iterator[Candidate]:
+    yield Candidate(name=name, data=upload.file.read())
+
+
+@router.get("/projects/{project_id}/items", summary="A page of the project's items")
+def list_items(
+    project_id: int,
+    session: SessionDep,
+    user: CurrentUser,
+    status_filter: Annotated[
+        ItemStatus | None, Query(alias="status", description="Only items in this state.")
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    cursor: Annotated[int | None, Query(description="next_cursor of the previous page.")] = None,
+) -> ItemPage:
+    get_visible_project(session=session, user=user, project_id=project_id)
+    return service.list_items(
+        session=session,
+        project_id=project_id,
+        annotator_id=user.id,
+        status=status_filter,
+        limit=limit,
+        cursor=cursor,
+    )
+
+
+@router.get("/items/{item_id}", summary="One item, with your label if you gave one")
+def get_item(item_id: int, session: SessionDep, user: CurrentUser) -> ItemPublic:
+    item = service.get_visible_item(session=session, user=user, item_id=item_id)
+    return service.to_public(session=session, items=[item], annotator_id=user.id)[0]
+
+
+@router.get(
+    "/items/{item_id}/image",
+    summary="The image bytes (immutable: cache them)",
+    response_class=Response,
+    responses={200: {"content": {"image/png": {}, "image/jpeg": {}}}, 304: {}},
+)
+def get_image(
+    item_id: int, request: Request, session: SessionDep, store: StoreDep, user: CurrentUser
+) -> Response:
+    item = service.get_visible_item(session=session, user=user, item_id=item_id)
+    etag = f'"{item.sha256}"'
+    # Content-addressed: the bytes behind an item never change, so the browser may keep them.
+    headers = {"ETag": etag, "Cache-Control": "private, max-age=31536000, immutable"}
+    if etag in request.headers.get("if-none-match", ""):
+        return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers=headers)
+    try:
+        data = store.get(item.file_key)
+    except FileNotFoundError:
+        raise NotFound(f"The image file of item {item_id} is missing from storage.") from None
+    return Response(content=data, media_type=sniff_media_type(data), headers=headers)

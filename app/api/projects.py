@@ -1,0 +1,80 @@
+"""Projects and their members. Annotators see the projects they belong to; admins, all."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Response, status
+
+from app.deps import API_PREFIX, AdminUser, CurrentUser, SessionDep
+from app.models import Project
+from app.schemas import AnnotatorPublic, ProjectCreate, ProjectPublic, ProjectUpdate
+from app.services import annotators as annotator_service
+from app.services import projects as service
+
+router = APIRouter(prefix=f"{API_PREFIX}/projects", tags=["projects"])
+
+
+def _public(session: SessionDep, project: Project) -> ProjectPublic:
+    public = ProjectPublic.model_validate(project)
+    public.counts = service.project_counts(session=session, project_id=project.id)
+    return public
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, summary="Create a project")
+def create_project(body: ProjectCreate, session: SessionDep, _admin: AdminUser) -> ProjectPublic:
+    return _public(session, service.create_project(session=session, data=body))
+
+
+@router.get("", summary="Projects you can see")
+def list_projects(session: SessionDep, user: CurrentUser) -> list[ProjectPublic]:
+    projects = service.list_visible_projects(session=session, user=user)
+    return [_public(session, project) for project in projects]
+
+
+@router.get("/{project_id}", summary="One project, with item counts")
+def get_project(project_id: int, session: SessionDep, user: CurrentUser) -> ProjectPublic:
+    return _public(
+        session, service.get_visible_project(session=session, user=user, project_id=project_id)
+    )
+
+
+@router.patch("/{project_id}", summary="Change a project's name or learning settings")
+def update_project(
+    project_id: int, body: ProjectUpdate, session: SessionDep, admin: AdminUser
+) -> ProjectPublic:
+    project = service.get_visible_project(session=session, user=admin, project_id=project_id)
+    return _public(session, service.update_project(session=session, project=project, data=body))
+
+
+@router.delete(
+    "/{project_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    summary="Delete a project with its items, labels and rounds",
+)
+def delete_project(project_id: int, session: SessionDep, admin: AdminUser) -> Response:
+    project = service.get_visible_project(session=session, user=admin, project_id=project_id)
+    service.delete_project(session=session, project=project)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.put("/{project_id}/members/{annotator_id}", summary="Add an annotator to the project")
+def add_member(
+    project_id: int, annotator_id: int, session: SessionDep, admin: AdminUser
+) -> AnnotatorPublic:
+    project = service.get_visible_project(session=session, user=admin, project_id=project_id)
+    annotator = annotator_service.get_annotator(session=session, annotator_id=annotator_id)
+    service.add_member(session=session, project=project, annotator=annotator)
+    return annotator_service.to_public(session=session, annotators=[annotator])[0]
+
+
+@router.delete(
+    "/{project_id}/members/{annotator_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    summary="Remove an annotator from the project (their labels stay)",
+)
+def remove_member(
+    project_id: int, annotator_id: int, session: SessionDep, admin: AdminUser
+) -> Response:
+    project = service.get_visible_project(session=session, user=admin, project_id=project_id)
+    annotator = annotator_service.get_annotator(session=session, annotator_id=annotator_id)
+    service.remove_member(session=session, project=project, annotator=annotator)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

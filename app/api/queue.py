@@ -1,0 +1,73 @@
+"""`next`: the items an annotator should label now, each leased to them."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request
+
+from app.api.health import instruments
+from app.deps import API_PREFIX, CurrentUser, SessionDep, SettingsDep
+from app.models import Project
+from app.schemas import NextItem, PredictionPublic
+from app.services import items as item_service
+from app.services.projects import get_visible_project
+from app.services.queue import Served, next_items
+
+router = APIRouter(prefix=f"{API_PREFIX}/projects", tags=["queue"])
+
+
+@router.get(
+    "/{project_id}/next",
+    summary="Up to n items to label next, best first; each is leased to you",
+)
+def get_next(
+    project_id: int,
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    user: CurrentUser,
+    n: Annotated[int, Query(ge=1, le=100, description="How many items.")] = 1,
+) -> list[NextItem]:
+    project = get_visible_project(session=session, user=user, project_id=project_id)
+    served = next_items(
+        session=session,
+        project=project,
+        annotator_id=user.id,
+        n=n,
+        lease_seconds=settings.lease_seconds,
+    )
+    counter = instruments(request).next_served
+    for entry in served:
+        counter.labels(strategy=entry.pick.strategy).inc()
+    return _to_public(session=session, project=project, served=served)
+
+
+def _to_public(*, session: SessionDep, project: Project, served: list[Served]) -> list[NextItem]:
+    # Served items are unlabelled, so there is no `my_label` to look up.
+    items = item_service.to_public(
+        session=session, items=[entry.item for entry in served], annotator_id=None
+    )
+    return [
+        NextItem(
+            item=item,
+            rank=entry.pick.rank,
+            score=entry.pick.score,
+            strategy=entry.pick.strategy,
+            round_id=entry.pick.round_id,
+            prediction=_prediction(entry, project.classes),
+            lease_expires_at=entry.lease_expires_at,
+        )
+        for item, entry in zip(items, served, strict=True)
+    ]
+
+
+def _prediction(entry: Served, classes: list[str]) -> PredictionPublic | None:
+    if entry.prediction is None:
+        return None
+    return PredictionPublic(
+        label=entry.prediction.predicted,
+        confidence=entry.prediction.confidence,
+        probabilities=dict(zip(classes, entry.prediction.probabilities, strict=False)),
+        round_id=entry.prediction.round_id,
+    )

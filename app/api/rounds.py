@@ -1,0 +1,40 @@
+"""Training rounds: list them, start one now, inspect one with its queue."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, status
+
+from app.deps import API_PREFIX, CeleryDep, CurrentUser, SessionDep
+from app.schemas import RoundDetail, RoundPublic
+from app.services import rounds as service
+from app.services.projects import get_visible_project, member_project_ids
+
+router = APIRouter(prefix=API_PREFIX, tags=["rounds"])
+
+
+@router.get("/projects/{project_id}/rounds", summary="The project's rounds, newest first")
+def list_rounds(project_id: int, session: SessionDep, user: CurrentUser) -> list[RoundPublic]:
+    get_visible_project(session=session, user=user, project_id=project_id)
+    rounds = service.list_rounds(session=session, project_id=project_id)
+    return [RoundPublic.model_validate(found) for found in rounds]
+
+
+@router.post(
+    "/projects/{project_id}/rounds",
+    status_code=status.HTTP_202_ACCEPTED,
+    summary="Retrain now: queue a round for the worker",
+    responses={409: {"description": "A round is already queued or running"}},
+)
+def start_round(
+    project_id: int, session: SessionDep, celery: CeleryDep, user: CurrentUser
+) -> RoundPublic:
+    project = get_visible_project(session=session, user=user, project_id=project_id)
+    started = service.request_round(session=session, celery=celery, project=project)
+    return RoundPublic.model_validate(started)
+
+
+@router.get("/rounds/{round_id}", summary="One round, with the queue it built")
+def get_round(round_id: int, session: SessionDep, user: CurrentUser) -> RoundDetail:
+    project_ids = member_project_ids(session=session, user=user)
+    found = service.get_round(session=session, round_id=round_id, project_ids=project_ids)
+    return service.round_detail(session=session, found=found)

@@ -1,0 +1,97 @@
+"""FastAPI dependencies: the database session, the settings, and who is calling."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from anyio import to_thread
+from celery import Celery
+from fastapi import Depends, HTTPException, Request, status
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy import bindparam, select
+from sqlalchemy.orm import Session
+
+from app.config import Settings
+from app.models import Annotator, Role
+from app.security import hash_token
+from app.storage import LocalImageStore
+
+# Dependencies that do no I/O are `async def`: FastAPI runs sync ones in the thread pool,
+# and those hand-offs cost more than the dependency itself.
+
+
+async def get_db(request: Request) -> AsyncIterator[Session]:
+    """A session for the request; creating one opens no connection (the first query does)."""
+    session: Session = request.app.state.session_factory()
+    try:
+        yield session
+    finally:
+        if session.in_transaction():
+            # Ending an open transaction is a round trip to the database: not on the loop.
+            await to_thread.run_sync(session.close)
+        else:
+            session.close()
+
+
+async def get_settings_dep(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+async def get_store(request: Request) -> LocalImageStore:
+    store: LocalImageStore = request.app.state.store
+    return store
+
+
+async def get_celery(request: Request) -> Celery:
+    celery: Celery = request.app.state.celery
+    return celery
+
+
+API_PREFIX = "/api/v1"
+
+SessionDep = Annotated[Session, Depends(get_db)]
+SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
+StoreDep = Annotated[LocalImageStore, Depends(get_store)]
+CeleryDep = Annotated[Celery, Depends(get_celery)]
+
+_bearer = HTTPBearer(auto_error=False, description="An API token from `nextlabel create-user`.")
+
+
+def _unauthorized(message: str) -> HTTPException:
+    return HTTPException(
+        status_code=status.HTTP_401_UNAUTHORIZED,
+        detail=message,
+        headers={"WWW-Authenticate": "Bearer"},
+    )
+
+
+_BY_TOKEN = select(Annotator).where(Annotator.token_hash == bindparam("token_hash"))
+
+
+def get_current_user(
+    session: SessionDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Annotator:
+    if credentials is None or credentials.scheme.lower() != "bearer":
+        raise _unauthorized("Sign in: send your API token as 'Authorization: Bearer <token>'.")
+    user = session.scalar(_BY_TOKEN, {"token_hash": hash_token(credentials.credentials)})
+    if user is None:
+        raise _unauthorized("This API token is not valid; ask an admin for a new one.")
+    return user
+
+
+CurrentUser = Annotated[Annotator, Depends(get_current_user)]
+
+
+async def get_admin_user(user: CurrentUser) -> Annotator:
+    if user.role != Role.admin:
+        raise HTTPException(
+            status_code=status.HTTP_403_FORBIDDEN,
+            detail="Only admins can do this; your token belongs to an annotator.",
+        )
+    return user
+
+
+AdminUser = Annotated[Annotator, Depends(get_admin_user)]

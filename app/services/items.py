@@ -1,0 +1,123 @@
+"""Reading items: visibility, pages of a project's items, and their public shape."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import ColumnElement, bindparam, exists, select
+from sqlalchemy.orm import Session
+
+from app.models import (
+    ACTIVE_ROUND_STATUSES,
+    Annotator,
+    Item,
+    Project,
+    ProjectMember,
+    Role,
+    Round,
+    Split,
+)
+from app.schemas import ItemPage, ItemPublic, ItemStatus
+from app.services import NotFound
+from app.services.labels import my_labels
+
+
+def image_url(item_id: int) -> str:
+    return f"/api/v1/items/{item_id}/image"
+
+
+# One indexed query answers "does the item exist, in which project, may this user see it,
+# and is a round already queued or running" (labelling asks all four).
+_VISIBLE_ITEM = (
+    select(
+        Item,
+        Project,
+        exists().where(
+            ProjectMember.project_id == Item.project_id,
+            ProjectMember.annotator_id == bindparam("me"),
+        ),
+        exists().where(
+            Round.project_id == Item.project_id, Round.status.in_(ACTIVE_ROUND_STATUSES)
+        ),
+    )
+    .join(Project, Project.id == Item.project_id)
+    .where(Item.id == bindparam("item_id"))
+)
+
+
+@dataclass(frozen=True)
+class VisibleItem:
+    item: Item
+    project: Project
+    round_active: bool
+
+
+def get_visible_item(*, session: Session, user: Annotator, item_id: int) -> Item:
+    """The item, if it is in a project the user belongs to (admins: any project)."""
+    return visible_item(session=session, user=user, item_id=item_id).item
+
+
+def visible_item(*, session: Session, user: Annotator, item_id: int) -> VisibleItem:
+    """The item and its project, if the user may see it; else NotFound."""
+    row = session.execute(_VISIBLE_ITEM, {"item_id": item_id, "me": user.id}).one_or_none()
+    if row is None or not (row[2] or user.role == Role.admin):
+        raise NotFound(f"Item {item_id} does not exist or is in a project you are not in.")
+    return VisibleItem(item=row[0], project=row[1], round_active=bool(row[3]))
+
+
+def to_public(
+    *, session: Session, items: Sequence[Item], annotator_id: int | None
+) -> list[ItemPublic]:
+    """Public shapes; `annotator_id` fills `my_label` (None: skip that query)."""
+    mine: dict[int, str] = {}
+    if annotator_id is not None:
+        ids = [item.id for item in items]
+        mine = my_labels(session=session, annotator_id=annotator_id, item_ids=ids)
+    return [
+        ItemPublic(
+            id=item.id,
+            project_id=item.project_id,
+            filename=item.filename,
+            width=item.width,
+            height=item.height,
+            split=item.split,
+            known_label=item.known_label,
+            label_count=item.label_count,
+            decode_error=item.decode_error,
+            image_url=image_url(item.id),
+            my_label=mine.get(item.id),
+        )
+        for item in items
+    ]
+
+
+def _status_filter(status: ItemStatus | None) -> list[ColumnElement[bool]]:
+    if status == "labelled":
+        return [Item.label_count > 0]
+    if status == "unlabelled":
+        return [Item.split == Split.pool, Item.label_count == 0]
+    if status == "validation":
+        return [Item.split == Split.validation]
+    return []
+
+
+def list_items(
+    *,
+    session: Session,
+    project_id: int,
+    annotator_id: int,
+    status: ItemStatus | None,
+    limit: int,
+    cursor: int | None,
+) -> ItemPage:
+    """One page in id order; `cursor` is the last id of the previous page (keyset paging)."""
+    query = select(Item).where(Item.project_id == project_id, *_status_filter(status))
+    if cursor is not None:
+        query = query.where(Item.id > cursor)
+    items = session.scalars(query.order_by(Item.id).limit(limit + 1)).all()
+    page = list(items[:limit])
+    return ItemPage(
+        items=to_public(session=session, items=page, annotator_id=annotator_id),
+        next_cursor=page[-1].id if len(items) > limit else None,
+    )

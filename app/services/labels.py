@@ -1,0 +1,209 @@
+"""Labels, undo and skip. `Item.label_count` changes in the same transaction as the label.
+
+Each (item, annotator) has at most one current label (a partial unique index). A new label
+retires the old one (is_current=False, retired_at=now) and undo marks it undone; rows are
+never deleted, so the history stays.
+
+Labelling is the hottest write, so its statements are Core statements on the tables, built
+once with bound parameters (no ORM bookkeeping, compiled form reused).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import (
+    ColumnElement,
+    DateTime,
+    Integer,
+    bindparam,
+    insert,
+    literal_column,
+    select,
+    update,
+)
+from sqlalchemy.orm import Session
+
+from app.models import Annotator, Item, Label, Project, Skip, utcnow
+from app.services import Invalid, NotFound, dialect_insert, is_postgresql, table_of
+from app.services.leases import grant_leases, lease_expiry, release_lease
+
+
+def is_current() -> ColumnElement[bool]:
+    """`labels.is_current`, rendered bare.
+
+    SQLite uses the partial index `uq_labels_current ... WHERE is_current` only when the
+    query repeats that term exactly; SQLAlchemy would render `is_current = 1` and scan.
+    """
+    return literal_column("labels.is_current")
+
+
+@dataclass(frozen=True)
+class SavedLabel:
+    """A label as stored: what LabelPublic shows."""
+
+    id: int
+    item_id: int
+    annotator_id: int
+    label: str
+    created_at: datetime
+    ms_spent: int | None
+    round_id: int | None
+
+
+@dataclass(frozen=True)
+class LabelResult:
+    label: SavedLabel
+    replaced_previous: bool
+
+
+# --- statements (bind names are prefixed: plain column names are reserved in SET clauses) ---
+
+_LABELS = table_of(Label)
+_ITEMS = table_of(Item)
+_P_ITEM = bindparam("p_item", type_=Integer)
+_P_ME = bindparam("p_me", type_=Integer)
+_P_NOW = bindparam("p_now", type_=DateTime(timezone=True))
+
+_MINE_NOW = (_LABELS.c.item_id == _P_ITEM, _LABELS.c.annotator_id == _P_ME, is_current())
+_RETIRE = (
+    update(_LABELS)
+    .where(*_MINE_NOW)
+    .values(is_current=False, retired_at=_P_NOW)
+    .returning(_LABELS.c.id)
+)
+_UNDO = (
+    update(_LABELS)
+    .where(*_MINE_NOW)
+    .values(is_current=False, undone=True, retired_at=_P_NOW)
+    .returning(
+        _LABELS.c.id,
+        _LABELS.c.label,
+        _LABELS.c.created_at,
+        _LABELS.c.ms_spent,
+        _LABELS.c.round_id,
+    )
+)
+_INSERT = insert(_LABELS).returning(_LABELS.c.id)
+_COUNT = (
+    update(_ITEMS)
+    .where(_ITEMS.c.id == _P_ITEM)
+    .values(label_count=_ITEMS.c.label_count + bindparam("p_delta", type_=Integer))
+)
+_LOCK_ITEM = select(_ITEMS.c.id).where(_ITEMS.c.id == _P_ITEM).with_for_update()
+_CLASSES = select(Project.classes).where(Project.id == bindparam("project_id"))
+
+
+def create_label(
+    *,
+    session: Session,
+    item: Item,
+    annotator: Annotator,
+    label: str,
+    ms_spent: int | None = None,
+    classes: Sequence[str] | None = None,
+) -> LabelResult:
+    """Record the annotator's label for the item, replacing their previous one.
+
+    `classes` are the project's, when the caller already has them (saves a query).
+    """
+    if classes is None:
+        classes = session.scalar(_CLASSES, {"project_id": item.project_id}) or []
+    if label not in classes:
+        raise Invalid(f"{label!r} is not one of this project's classes: {', '.join(classes)}.")
+    now = utcnow()
+    mine = {"p_item": item.id, "p_me": annotator.id, "p_now": now}
+    _lock_item(session=session, item_id=item.id)
+    replaced = session.scalar(_RETIRE, mine) is not None
+    round_id = release_lease(session=session, item_id=item.id, annotator_id=annotator.id)
+    row = {
+        "project_id": item.project_id,
+        "item_id": item.id,
+        "annotator_id": annotator.id,
+        "label": label,
+        "created_at": now,
+        "ms_spent": ms_spent,
+        "round_id": round_id,
+        "is_current": True,
+        "undone": False,
+    }
+    label_id = session.scalar(_INSERT, row)
+    if not replaced:
+        session.execute(_COUNT, {"p_item": item.id, "p_delta": 1})
+    session.commit()
+    assert label_id is not None
+    saved = SavedLabel(
+        id=label_id,
+        item_id=item.id,
+        annotator_id=annotator.id,
+        label=label,
+        created_at=now,
+        ms_spent=ms_spent,
+        round_id=round_id,
+    )
+    return LabelResult(label=saved, replaced_previous=replaced)
+
+
+def undo_label(
+    *, session: Session, item: Item, annotator: Annotator, lease_seconds: int
+) -> SavedLabel:
+    """Undo the annotator's current label; the item is leased back to them to relabel."""
+    now = utcnow()
+    _lock_item(session=session, item_id=item.id)
+    undone = session.execute(_UNDO, {"p_item": item.id, "p_me": annotator.id, "p_now": now})
+    row = undone.one_or_none()
+    if row is None:
+        session.rollback()
+        raise NotFound(f"You have no label on item {item.id} to undo.")
+    session.execute(_COUNT, {"p_item": item.id, "p_delta": -1})
+    grant_leases(
+        session=session,
+        annotator_id=annotator.id,
+        grants=[(item.id, row.round_id)],
+        now=now,
+        expires_at=lease_expiry(now=now, lease_seconds=lease_seconds),
+    )
+    session.commit()
+    return SavedLabel(
+        id=row.id,
+        item_id=item.id,
+        annotator_id=annotator.id,
+        label=row.label,
+        created_at=row.created_at,
+        ms_spent=row.ms_spent,
+        round_id=row.round_id,
+    )
+
+
+def skip_item(*, session: Session, item: Item, annotator: Annotator) -> None:
+    """Never serve the item to this annotator again; others still get it."""
+    insert_skip = dialect_insert(session)
+    session.execute(
+        insert_skip(Skip)
+        .values(item_id=item.id, annotator_id=annotator.id, created_at=utcnow())
+        .on_conflict_do_nothing()
+    )
+    release_lease(session=session, item_id=item.id, annotator_id=annotator.id)
+    session.commit()
+
+
+def my_labels(*, session: Session, annotator_id: int, item_ids: list[int]) -> dict[int, str]:
+    """item id -> the annotator's current label, for the items that have one."""
+    if not item_ids:
+        return {}
+    rows = session.execute(
+        select(Label.item_id, Label.label).where(
+            Label.item_id.in_(item_ids), Label.annotator_id == annotator_id, is_current()
+        )
+    )
+    return {item_id: label for item_id, label in rows}
+
+
+def _lock_item(*, session: Session, item_id: int) -> None:
+    # PostgreSQL: serialises label changes per item, so two requests from one annotator
+    # cannot both insert a "current" label. SQLite has no row locks; there the first write
+    # that follows takes the database's single write lock, which serialises them instead.
+    if is_postgresql(session):
+        session.execute(_LOCK_ITEM, {"p_item": item_id})

@@ -1,0 +1,416 @@
+"""Benchmark the API on a 100k-item project: /next latency, label throughput, export time.
+
+Prints figures; it is not a test. For each backend (SQLite, then PostgreSQL at
+127.0.0.1:5432 if reachable) it builds a fresh database with 100,000 pool items (bulk
+inserted; they share one stored PNG but each has its own sha256), starts
+`uvicorn app.main:create_app --factory --workers 1` in a subprocess on 127.0.0.1, and runs
+16 client threads, each looping GET /next?n=1 then POST the label:
+
+- paced: each client waits about `--think` seconds between items (still far faster than
+  people label), so /next latency is the server's, not a queue's;
+- saturated: no waiting, the most labels per second the server gives. Every request then
+  also waits behind the others in flight: latency ≈ clients / requests per second.
+
+Each phase also prints the server's CPU time per next+label pair and the share of a core
+the server and the clients got: on a shared machine, labels/s ≈ share / CPU per pair.
+Then it labels the rest of the pool directly in the database and times a streamed export
+of the 100,000 current labels (time to the last byte) in each format.
+
+    python bench/bench_api.py [--backends sqlite,postgresql] [--seconds 15]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import io
+import os
+import random
+import secrets
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import numpy as np
+import psycopg
+from PIL import Image
+from sqlalchemy import func, insert, select, text, update
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO_ROOT))
+
+from app.db import make_engine, make_session_factory  # noqa: E402
+from app.migrate import upgrade_database  # noqa: E402
+from app.models import Annotator, Item, Label, Role, Split, utcnow  # noqa: E402
+from app.schemas import ProjectCreate  # noqa: E402
+from app.services.annotators import create_annotator  # noqa: E402
+from app.services.imports import random_key_for  # noqa: E402
+from app.services.projects import create_project  # noqa: E402
+from app.storage import LocalImageStore  # noqa: E402
+
+CLASSES = [str(digit) for digit in range(10)]
+PG_ADMIN = "host=127.0.0.1 port=5432 user=postgres dbname=test connect_timeout=3"
+
+
+@dataclass
+class Fixture:
+    url: str
+    data_dir: Path
+    project_id: int
+    tokens: list[str]
+    admin_token: str
+
+
+@dataclass
+class LoadResult:
+    next_ms: list[float] = field(default_factory=list)
+    label_ms: list[float] = field(default_factory=list)
+    labels: int = 0
+    seconds: float = 0.0
+    server_cpu: float = 0.0
+    client_cpu: float = 0.0
+    errors: int = 0
+    error_samples: list[str] = field(default_factory=list)
+
+    def error(self, what: str) -> None:
+        self.errors += 1
+        if len(self.error_samples) < 3:
+            self.error_samples.append(what[:200])
+
+
+# --- databases --------------------------------------------------------------------------------
+
+
+@contextmanager
+def database(backend: str, workdir: Path) -> Iterator[str]:
+    if backend == "sqlite":
+        yield f"sqlite:///{workdir / 'nextlabel.db'}"
+        return
+    name = f"nl_bench_{secrets.token_hex(4)}"
+    with psycopg.connect(PG_ADMIN, autocommit=True) as connection:
+        connection.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+    finally:
+        with psycopg.connect(PG_ADMIN, autocommit=True) as connection:
+            connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def postgres_reachable() -> bool:
+    try:
+        with psycopg.connect(PG_ADMIN):
+            return True
+    except psycopg.Error:
+        return False
+
+
+def tiny_png() -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(np.zeros((28, 28), dtype=np.uint8)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def build(url: str, data_dir: Path, *, items: int, clients: int) -> Fixture:
+    upgrade_database(url)
+    engine = make_engine(url)
+    factory = make_session_factory(engine)
+    file_key = LocalImageStore(data_dir / "images").put(tiny_png())
+    with factory() as session:
+        project = create_project(
+            session=session,
+            data=ProjectCreate.model_validate({"name": "bench", "classes": CLASSES, "seed": 1}),
+        )
+        _, admin_token = create_annotator(session=session, name="admin", role=Role.admin)
+        tokens = [
+            create_annotator(
+                session=session,
+                name=f"client{i:02d}",
+                role=Role.annotator,
+                project_ids=[project.id],
+            )[1]
+            for i in range(clients)
+        ]
+        project_id = project.id
+    started = time.perf_counter()
+    with engine.begin() as connection:
+        for start in range(0, items, 10_000):
+            rows = []
+            for index in range(start, min(start + 10_000, items)):
+                sha256 = hashlib.sha256(f"bench-{index}".encode()).hexdigest()
+                rows.append(
+                    {
+                        "project_id": project_id,
+                        "filename": f"item-{index:06d}.png",
+                        "file_key": file_key,
+                        "sha256": sha256,
+                        "width": 28,
+                        "height": 28,
+                        "split": Split.pool,
+                        "label_count": 0,
+                        "random_key": random_key_for(seed=1, sha256=sha256),
+                        "created_at": utcnow(),
+                    }
+                )
+            connection.execute(insert(Item), rows)
+        if connection.dialect.name == "postgresql":
+            # What autovacuum does within a minute of a bulk load; the bench cannot wait.
+            connection.execute(text("ANALYZE"))
+    print(f"  built {items:,} items in {time.perf_counter() - started:.1f} s")
+    engine.dispose()
+    return Fixture(url, data_dir, project_id, tokens, admin_token)
+
+
+def label_the_rest(fixture: Fixture) -> int:
+    """Give every still-unlabelled item one label, in bulk; returns current labels in total."""
+    engine = make_engine(fixture.url)
+    with engine.begin() as connection:
+        annotator_id = connection.scalar(select(Annotator.id).where(Annotator.name == "admin"))
+        ids = connection.scalars(
+            select(Item.id).where(Item.project_id == fixture.project_id, Item.label_count == 0)
+        ).all()
+        rng = random.Random(0)
+        now = utcnow()
+        for start in range(0, len(ids), 10_000):
+            chunk = ids[start : start + 10_000]
+            connection.execute(
+                insert(Label),
+                [
+                    {
+                        "project_id": fixture.project_id,
+                        "item_id": item_id,
+                        "annotator_id": annotator_id,
+                        "label": rng.choice(CLASSES),
+                        "created_at": now,
+                        "ms_spent": rng.randint(300, 5000),
+                        "is_current": True,
+                        "undone": False,
+                    }
+                    for item_id in chunk
+                ],
+            )
+        connection.execute(
+            update(Item).where(Item.project_id == fixture.project_id).values(label_count=1)
+        )
+        if connection.dialect.name == "postgresql":
+            connection.execute(text("ANALYZE"))
+        total = connection.scalar(
+            select(func.count())
+            .select_from(Label)
+            .where(Label.project_id == fixture.project_id, Label.is_current.is_(True))
+        )
+    engine.dispose()
+    return int(total or 0)
+
+
+# --- the server -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Server:
+    base: str
+    pid: int
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU time of the server process so far (Linux /proc)."""
+        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@contextmanager
+def server(fixture: Fixture) -> Iterator[Server]:
+    port = _free_port()
+    env = {
+        **os.environ,
+        "NEXTLABEL_DATABASE_URL": fixture.url,
+        "NEXTLABEL_DATA_DIR": str(fixture.data_dir),
+        "NEXTLABEL_EMBEDDED_WORKER": "false",
+        "NEXTLABEL_LOG_LEVEL": "WARNING",
+        "PYTHONPATH": str(REPO_ROOT),
+    }
+    command = [
+        sys.executable, "-m", "uvicorn", "app.main:create_app", "--factory",
+        "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+        "--log-level", "warning", "--no-access-log",
+    ]  # fmt: skip
+    process = subprocess.Popen(command, env=env, cwd=REPO_ROOT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        _wait_ready(base, process)
+        yield Server(base, process.pid)
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _wait_ready(base: str, process: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError("the server exited")
+        try:
+            if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError("the server did not start")
+
+
+# --- load -------------------------------------------------------------------------------------
+
+
+def run_load(
+    srv: Server, fixture: Fixture, *, seconds: float, think: float, warmup: float = 2.0
+) -> LoadResult:
+    base = srv.base
+    result = LoadResult()
+    lock = threading.Lock()
+    start = time.perf_counter()
+    measure_from = start + warmup
+    stop_at = measure_from + seconds
+
+    def client(token: str, seed: int) -> None:
+        rng = random.Random(seed)
+        headers = {"Authorization": f"Bearer {token}"}
+        next_url = f"/api/v1/projects/{fixture.project_id}/next"
+        with httpx.Client(base_url=base, headers=headers, timeout=30) as http:
+            while time.perf_counter() < stop_at:
+                t0 = time.perf_counter()
+                response = http.get(next_url, params={"n": 1})
+                t1 = time.perf_counter()
+                if response.status_code != 200 or not response.json():
+                    with lock:
+                        result.error(f"next: {response.status_code} {response.text}")
+                    continue
+                item_id = response.json()[0]["item"]["id"]
+                label = {"label": rng.choice(CLASSES), "ms_spent": rng.randint(300, 5000)}
+                posted = http.post(f"/api/v1/items/{item_id}/labels", json=label)
+                t2 = time.perf_counter()
+                if t0 >= measure_from and t2 <= stop_at:
+                    with lock:
+                        result.next_ms.append((t1 - t0) * 1000)
+                        result.label_ms.append((t2 - t1) * 1000)
+                        result.labels += posted.status_code == 201
+                        if posted.status_code != 201:
+                            result.error(f"label: {posted.status_code} {posted.text}")
+                if think:
+                    time.sleep(think * rng.uniform(0.5, 1.5))
+
+    threads = [
+        threading.Thread(target=client, args=(token, i)) for i, token in enumerate(fixture.tokens)
+    ]
+    for thread in threads:
+        thread.start()
+    time.sleep(max(measure_from - time.perf_counter(), 0))
+    cpu_before = srv.cpu_seconds()
+    client_before = time.process_time()
+    time.sleep(max(stop_at - time.perf_counter(), 0))
+    result.server_cpu = srv.cpu_seconds() - cpu_before
+    result.client_cpu = time.process_time() - client_before
+    for thread in threads:
+        thread.join()
+    result.seconds = seconds
+    return result
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    return float(np.percentile(np.asarray(values), q))
+
+
+def report_load(name: str, result: LoadResult, clients: int, think: float) -> None:
+    rate = result.labels / result.seconds
+    pacing = f"think {think * 1000:.0f} ms" if think else "no think time"
+    print(
+        f"  {name:<10} {clients} clients, {pacing}: "
+        f"/next p50 {percentile(result.next_ms, 50):.1f} ms, "
+        f"p99 {percentile(result.next_ms, 99):.1f} ms | "
+        f"POST label p50 {percentile(result.label_ms, 50):.1f} ms, "
+        f"p99 {percentile(result.label_ms, 99):.1f} ms | "
+        f"{rate:.0f} labels/s ({result.labels} in {result.seconds:.0f} s, "
+        f"{result.errors} errors)"
+    )
+    if result.labels:
+        per_label = result.server_cpu / result.labels * 1000
+        print(
+            f"             server CPU {per_label:.1f} ms per next+label "
+            f"({result.server_cpu / result.seconds:.0%} of a core; the clients used "
+            f"{result.client_cpu / result.seconds:.0%})"
+        )
+    for sample in result.error_samples:
+        print(f"      error: {sample}")
+
+
+def time_export(base: str, fixture: Fixture, fmt: str) -> tuple[float, int, int]:
+    headers = {"Authorization": f"Bearer {fixture.admin_token}"}
+    url = f"{base}/api/v1/projects/{fixture.project_id}/export"
+    started = time.perf_counter()
+    size = 0
+    lines = 0
+    with httpx.stream("GET", url, params={"format": fmt}, headers=headers, timeout=120) as response:
+        response.raise_for_status()
+        for chunk in response.iter_bytes():
+            size += len(chunk)
+            lines += chunk.count(b"\n")
+    return time.perf_counter() - started, size, lines
+
+
+# --- main -------------------------------------------------------------------------------------
+
+
+def bench(backend: str, args: argparse.Namespace) -> None:
+    print(f"\n== {backend} ==")
+    with tempfile.TemporaryDirectory(prefix="nl-bench-") as tmp:
+        workdir = Path(tmp)
+        with database(backend, workdir) as url:
+            fixture = build(url, workdir, items=args.items, clients=args.clients)
+            with server(fixture) as srv:
+                paced = run_load(srv, fixture, seconds=args.seconds, think=args.think)
+                report_load("paced", paced, args.clients, args.think)
+                saturated = run_load(srv, fixture, seconds=args.seconds, think=0.0)
+                report_load("saturated", saturated, args.clients, 0.0)
+                total = label_the_rest(fixture)
+                for fmt in ("csv", "jsonl", "json"):
+                    seconds, size, lines = time_export(srv.base, fixture, fmt)
+                    print(
+                        f"  export {fmt:<5} {total:,} labels: {seconds:.2f} s to the last byte "
+                        f"({size / 1e6:.1f} MB, {lines:,} lines)"
+                    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--backends", default="sqlite,postgresql")
+    parser.add_argument("--items", type=int, default=100_000)
+    parser.add_argument("--clients", type=int, default=16)
+    parser.add_argument("--seconds", type=float, default=15.0)
+    parser.add_argument("--think", type=float, default=0.25, help="paced phase, per client")
+    args = parser.parse_args()
+    print(
+        f"nextlabel API bench: {args.items:,} items, {args.clients} clients, "
+        f"{os.cpu_count()} CPUs, Python {sys.version.split()[0]}"
+    )
+    for backend in args.backends.split(","):
+        if backend == "postgresql" and not postgres_reachable():
+            print("\n== postgresql == skipped: not reachable at 127.0.0.1:5432")
+            continue
+        bench(backend, args)
+
+
+if __name__ == "__main__":
+    main()
