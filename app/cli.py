@@ -1,4 +1,4 @@
-"""The `nextlabel` command: serve, demo, worker, migrate, import, export, create-user."""
+"""The `nextlabel` command: serve, demo, worker, migrate, import, export, create-user, simulate."""
 
 from __future__ import annotations
 
@@ -41,6 +41,7 @@ from app.services.imports import (
     open_zip,
 )
 from app.services.projects import find_project
+from app.simulate.cli import simulate
 from app.storage import LocalImageStore
 
 T = TypeVar("T")
@@ -173,8 +174,8 @@ def create_user(
     typer.echo(token)
 
 
-# The `simulate` subcommand (app/simulate/) is registered here by the lead:
-#     cli.command("simulate")(...)
+# Simulated annotators drive a running service over HTTP only (see docs/results.md).
+cli.command("simulate")(simulate)
 
 
 def main() -> None:

@@ -2,9 +2,14 @@
 
 The database row of a round is the truth, so a task that runs twice does no harm; that is what
 makes acks_late + reject_on_worker_lost safe here.
+
+`include` names the task module (which imports torch) for the worker only: Celery imports it
+when a worker starts, never when a process merely imports this module to send tasks.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 from celery import Celery
 from kombu import Queue
@@ -13,11 +18,31 @@ from app.config import Settings, get_settings
 
 ROUND_TASK = "nextlabel.run_round"
 GPU_QUEUE = "gpu"
+VISIBILITY_TIMEOUT_SECONDS = 3600
 
 
-def make_celery(settings: Settings) -> Celery:
+class NextlabelCelery(Celery):
+    """A Celery app that knows the Settings it was made from, so tasks read the same ones.
+
+    (Kept off `conf`, which `celery inspect conf` and Flower print: Settings hold secrets.)
+    """
+
+    def __init__(self, settings: Settings, **kwargs: Any) -> None:
+        super().__init__("nextlabel", **kwargs)
+        self.settings = settings
+
+
+def make_celery(settings: Settings) -> NextlabelCelery:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    celery = Celery("nextlabel", broker=settings.resolved_broker_url)
+    # Results live in the database (the round row), so a result backend only matters to
+    # tools such as Flower; with Redis configured it is the same server.
+    backend = None if settings.broker_is_embedded else settings.resolved_broker_url
+    celery = NextlabelCelery(
+        settings,
+        broker=settings.resolved_broker_url,
+        backend=backend,
+        include=["worker.tasks"],
+    )
     celery.conf.update(
         task_acks_late=True,
         task_reject_on_worker_lost=True,
@@ -29,10 +54,19 @@ def make_celery(settings: Settings) -> Celery:
         broker_connection_retry_on_startup=True,
         broker_connection_max_retries=None,
         worker_hijack_root_logger=False,
-        # A round can take minutes on a CPU; redeliver only after this long unacked.
-        broker_transport_options={"visibility_timeout": 3600, "polling_interval": 0.5},
+        broker_transport_options=_transport_options(settings),
     )
     return celery
+
+
+def _transport_options(settings: Settings) -> dict[str, Any]:
+    if settings.broker_is_embedded:
+        # Kombu's SQLAlchemy transport hands every option it doesn't know to create_engine,
+        # which rejects these; it polls once a second and never redelivers (the worker's
+        # start-up recovery resends what a dead worker held).
+        return {}
+    # A round can take minutes on a CPU; Redis redelivers only after this long unacked.
+    return {"visibility_timeout": VISIBILITY_TIMEOUT_SECONDS, "polling_interval": 0.5}
 
 
 def enqueue_round(celery: Celery, round_id: int) -> None:
