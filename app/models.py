@@ -2,6 +2,7 @@
 
 Invariants the schema itself enforces (so no process memory is trusted with them):
 - one current label per (item, annotator): a partial unique index on labels;
+- one label per (annotator, Idempotency-Key): a partial unique index on labels;
 - one lease per item: the lease's primary key is the item id;
 - at most one queued or running round per project: a partial unique index on rounds;
 - one copy of an image per project: unique (project_id, sha256).
@@ -160,6 +161,16 @@ class Label(Base):
             postgresql_where=text("is_current"),
         ),
         Index("ix_labels_project_id", "project_id", "id"),
+        # A client's retry of a label (same Idempotency-Key) finds the label it made; NULL
+        # keys (requests without the header) never collide.
+        Index(
+            "uq_labels_idempotency_key",
+            "annotator_id",
+            "idempotency_key",
+            unique=True,
+            sqlite_where=text("idempotency_key IS NOT NULL"),
+            postgresql_where=text("idempotency_key IS NOT NULL"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -177,6 +188,8 @@ class Label(Base):
     # Set when the label was replaced by a newer one or undone; history is never deleted.
     retired_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     undone: Mapped[bool] = mapped_column(Boolean, default=False)
+    # The request's Idempotency-Key header, unique per annotator: a retry returns this row.
+    idempotency_key: Mapped[str | None] = mapped_column(String(100), nullable=True)
 
 
 class Skip(Base):

@@ -39,8 +39,9 @@ ExportFormat = Literal["csv", "json", "jsonl"]
 
 def _as_utc(moment: datetime) -> datetime:
     # SQLite returns naive datetimes; nextlabel only ever stores UTC, so say so in the JSON
-    # (a browser would otherwise read a bare timestamp as local time).
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
+    # (a browser would otherwise read a bare timestamp as local time). PostgreSQL answers in
+    # its session time zone: shown in UTC too, so a value reads the same however it was got.
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 UtcDatetime = Annotated[datetime, AfterValidator(_as_utc)]

@@ -1,42 +1,74 @@
-"""Labelling: label an item (replacing your earlier label), undo it, or skip the item."""
+"""Labelling: label an item (replacing your earlier label), undo it, skip the item, unskip it."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request, status
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Request, Response, status
 
 from app.api.health import instruments
 from app.deps import API_PREFIX, CeleryDep, CurrentUser, SessionDep, SettingsDep
-from app.schemas import LabelCreate, LabelPublic, SkipPublic
+from app.schemas import ErrorMessage, LabelCreate, LabelPublic, SkipPublic
 from app.services import labels as service
 from app.services.items import get_visible_item, visible_item
 from app.services.rounds import maybe_trigger_round
 
 router = APIRouter(prefix=f"{API_PREFIX}/items", tags=["labels"])
 
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        min_length=1,
+        max_length=100,
+        description="Any unique string per label, e.g. a UUID. A retry with the same key "
+        "returns the label the first request made (same id, 201) and writes nothing.",
+    ),
+]
+REPLAYED_HEADER = "Idempotent-Replayed"
+
 
 @router.post(
     "/{item_id}/labels",
     status_code=status.HTTP_201_CREATED,
     summary="Label an item; a second label from you replaces the first",
+    responses={
+        201: {
+            "headers": {
+                REPLAYED_HEADER: {
+                    "description": "`true` when an earlier request with this Idempotency-Key "
+                    "made the label returned.",
+                    "schema": {"type": "string"},
+                }
+            }
+        },
+        422: {"description": "Not a class, or an Idempotency-Key used for another label"},
+    },
 )
 def create_label(
     item_id: int,
     body: LabelCreate,
     request: Request,
+    response: Response,
     session: SessionDep,
     celery: CeleryDep,
     user: CurrentUser,
+    idempotency_key: IdempotencyKey = None,
 ) -> LabelPublic:
     visible = visible_item(session=session, user=user, item_id=item_id)
-    item = visible.item
     result = service.create_label(
         session=session,
-        item=item,
+        item=visible.item,
         annotator=user,
         label=body.label,
         ms_spent=body.ms_spent,
         classes=visible.project.classes,
+        idempotency_key=idempotency_key,
     )
+    if result.replayed:
+        # Nothing was written: no new label to count, no round to trigger.
+        response.headers[REPLAYED_HEADER] = "true"
+        return _public(result)
     instruments(request).labels_created.inc()
     # After the label is committed: a failure here must not lose it. Skipped while a round
     # was active when the item was read; if the worker finished it since, the next label
@@ -44,9 +76,13 @@ def create_label(
     triggered = None
     if not visible.round_active:
         triggered = maybe_trigger_round(session=session, celery=celery, project=visible.project)
+    return _public(result, round_enqueued=triggered.id if triggered is not None else None)
+
+
+def _public(result: service.LabelResult, *, round_enqueued: int | None = None) -> LabelPublic:
     public = LabelPublic.model_validate(result.label)
     public.replaced_previous = result.replaced_previous
-    public.round_enqueued = triggered.id if triggered is not None else None
+    public.round_enqueued = round_enqueued
     return public
 
 
@@ -69,3 +105,19 @@ def skip_item(item_id: int, session: SessionDep, user: CurrentUser) -> SkipPubli
     item = get_visible_item(session=session, user=user, item_id=item_id)
     service.skip_item(session=session, item=item, annotator=user)
     return SkipPublic(item_id=item.id)
+
+
+@router.delete(
+    "/{item_id}/skip",
+    status_code=status.HTTP_204_NO_CONTENT,
+    summary="Undo your skip (no-op without one): the item is leased back to you",
+    responses={404: {"model": ErrorMessage, "description": "No such item visible to you"}},
+)
+def unskip_item(
+    item_id: int, session: SessionDep, settings: SettingsDep, user: CurrentUser
+) -> Response:
+    item = get_visible_item(session=session, user=user, item_id=item_id)
+    service.unskip_item(
+        session=session, item=item, annotator=user, lease_seconds=settings.lease_seconds
+    )
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

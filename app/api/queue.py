@@ -1,24 +1,25 @@
-"""`next`: the items an annotator should label now, each leased to them."""
+"""`next`: the items an annotator should label now, each leased to them; handing one back."""
 
 from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query, Request, Response, status
 
 from app.api.health import instruments
 from app.deps import API_PREFIX, CurrentUser, SessionDep, SettingsDep
 from app.models import Project
-from app.schemas import NextItem, PredictionPublic
+from app.schemas import ErrorMessage, NextItem, PredictionPublic
 from app.services import items as item_service
+from app.services.leases import hand_back
 from app.services.projects import get_visible_project
 from app.services.queue import Served, next_items
 
-router = APIRouter(prefix=f"{API_PREFIX}/projects", tags=["queue"])
+router = APIRouter(prefix=API_PREFIX, tags=["queue"])
 
 
 @router.get(
-    "/{project_id}/next",
+    "/projects/{project_id}/next",
     summary="Up to n items to label next, best first; each is leased to you",
 )
 def get_next(
@@ -41,6 +42,19 @@ def get_next(
     for entry in served:
         counter.labels(strategy=entry.pick.strategy).inc()
     return _to_public(session=session, project=project, served=served)
+
+
+@router.delete(
+    "/items/{item_id}/lease",
+    status_code=status.HTTP_204_NO_CONTENT,
+    summary="Hand an item back: drop your lease so `next` can serve it to others",
+    description="No-op if you hold no lease on the item; someone else's is never touched.",
+    responses={404: {"model": ErrorMessage, "description": "No such item visible to you"}},
+)
+def release_lease(item_id: int, session: SessionDep, user: CurrentUser) -> Response:
+    item = item_service.get_visible_item(session=session, user=user, item_id=item_id)
+    hand_back(session=session, item_id=item.id, annotator_id=user.id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 def _to_public(*, session: SessionDep, project: Project, served: list[Served]) -> list[NextItem]:

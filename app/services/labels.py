@@ -1,8 +1,12 @@
-"""Labels, undo and skip. `Item.label_count` changes in the same transaction as the label.
+"""Labels, undo, skip and unskip. `Item.label_count` changes in the same transaction.
 
 Each (item, annotator) has at most one current label (a partial unique index). A new label
 retires the old one (is_current=False, retired_at=now) and undo marks it undone; rows are
 never deleted, so the history stays.
+
+A label may carry the request's Idempotency-Key, unique per annotator (a partial unique
+index): a retry with the same key returns the label the first request made and writes
+nothing, even when both requests race (the loser's insert fails and it returns the winner's).
 
 Labelling is the hottest write, so its statements are Core statements on the tables, built
 once with bound parameters (no ORM bookkeeping, compiled form reused).
@@ -18,12 +22,15 @@ from sqlalchemy import (
     ColumnElement,
     DateTime,
     Integer,
+    String,
     bindparam,
+    delete,
     insert,
     literal_column,
     select,
     update,
 )
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app.models import Annotator, Item, Label, Project, Skip, utcnow
@@ -57,6 +64,16 @@ class SavedLabel:
 class LabelResult:
     label: SavedLabel
     replaced_previous: bool
+    # True when an earlier request with the same Idempotency-Key made this label.
+    replayed: bool = False
+
+
+@dataclass(frozen=True)
+class _LabelRequest:
+    item: Item
+    annotator_id: int
+    label: str
+    key: str | None  # the Idempotency-Key header
 
 
 # --- statements (bind names are prefixed: plain column names are reserved in SET clauses) ---
@@ -93,6 +110,35 @@ _COUNT = (
     .values(label_count=_ITEMS.c.label_count + bindparam("p_delta", type_=Integer))
 )
 _LOCK_ITEM = select(_ITEMS.c.id).where(_ITEMS.c.id == _P_ITEM).with_for_update()
+# Walks the partial index uq_labels_idempotency_key (`key = ?` implies `key IS NOT NULL`).
+_BY_KEY = select(
+    _LABELS.c.id,
+    _LABELS.c.item_id,
+    _LABELS.c.label,
+    _LABELS.c.created_at,
+    _LABELS.c.ms_spent,
+    _LABELS.c.round_id,
+).where(
+    _LABELS.c.annotator_id == _P_ME,
+    _LABELS.c.idempotency_key == bindparam("p_key", type_=String),
+)
+# The label a new one replaced was retired in the same transaction, at its created_at.
+_REPLACED_BY = (
+    select(_LABELS.c.id)
+    .where(
+        _LABELS.c.item_id == _P_ITEM,
+        _LABELS.c.annotator_id == _P_ME,
+        _LABELS.c.id < bindparam("p_label", type_=Integer),
+        _LABELS.c.retired_at == _P_NOW,
+    )
+    .limit(1)
+)
+_SKIPS = table_of(Skip)
+_UNSKIP = (
+    delete(_SKIPS)
+    .where(_SKIPS.c.item_id == _P_ITEM, _SKIPS.c.annotator_id == _P_ME)
+    .returning(_SKIPS.c.item_id)
+)
 _CLASSES = select(Project.classes).where(Project.id == bindparam("project_id"))
 
 
@@ -104,30 +150,51 @@ def create_label(
     label: str,
     ms_spent: int | None = None,
     classes: Sequence[str] | None = None,
+    idempotency_key: str | None = None,
 ) -> LabelResult:
     """Record the annotator's label for the item, replacing their previous one.
 
-    `classes` are the project's, when the caller already has them (saves a query).
+    `classes` are the project's, when the caller already has them (saves a query). With an
+    `idempotency_key` the annotator already used for this item and label, nothing is written
+    and the label that request made comes back (`replayed`); used for anything else: Invalid.
     """
+    request = _LabelRequest(item=item, annotator_id=annotator.id, label=label, key=idempotency_key)
+    replay = _replay(session=session, request=request)
+    if replay is not None:
+        return replay
     if classes is None:
         classes = session.scalar(_CLASSES, {"project_id": item.project_id}) or []
     if label not in classes:
         raise Invalid(f"{label!r} is not one of this project's classes: {', '.join(classes)}.")
+    try:
+        return _write_label(session=session, request=request, ms_spent=ms_spent)
+    except IntegrityError:
+        # A concurrent request with the same key committed first: answer with its label.
+        session.rollback()
+        replay = _replay(session=session, request=request)
+        if replay is None:
+            raise
+        return replay
+
+
+def _write_label(*, session: Session, request: _LabelRequest, ms_spent: int | None) -> LabelResult:
+    item, me = request.item, request.annotator_id
     now = utcnow()
-    mine = {"p_item": item.id, "p_me": annotator.id, "p_now": now}
+    mine = {"p_item": item.id, "p_me": me, "p_now": now}
     _lock_item(session=session, item_id=item.id)
     replaced = session.scalar(_RETIRE, mine) is not None
-    round_id = release_lease(session=session, item_id=item.id, annotator_id=annotator.id)
+    round_id = release_lease(session=session, item_id=item.id, annotator_id=me)
     row = {
         "project_id": item.project_id,
         "item_id": item.id,
-        "annotator_id": annotator.id,
-        "label": label,
+        "annotator_id": me,
+        "label": request.label,
         "created_at": now,
         "ms_spent": ms_spent,
         "round_id": round_id,
         "is_current": True,
         "undone": False,
+        "idempotency_key": request.key,
     }
     label_id = session.scalar(_INSERT, row)
     if not replaced:
@@ -137,13 +204,44 @@ def create_label(
     saved = SavedLabel(
         id=label_id,
         item_id=item.id,
-        annotator_id=annotator.id,
-        label=label,
+        annotator_id=me,
+        label=request.label,
         created_at=now,
         ms_spent=ms_spent,
         round_id=round_id,
     )
     return LabelResult(label=saved, replaced_previous=replaced)
+
+
+def _replay(*, session: Session, request: _LabelRequest) -> LabelResult | None:
+    """The label an earlier request with this Idempotency-Key made, if there was one."""
+    if request.key is None:
+        return None
+    row = session.execute(_BY_KEY, {"p_me": request.annotator_id, "p_key": request.key}).first()
+    if row is None:
+        return None
+    if (row.item_id, row.label) != (request.item.id, request.label):
+        raise Invalid(
+            f"The Idempotency-Key {request.key!r} was already used for the label "
+            f"{row.label!r} on item {row.item_id}; send a new key with a new label."
+        )
+    replaced_params = {
+        "p_item": row.item_id,
+        "p_me": request.annotator_id,
+        "p_label": row.id,
+        "p_now": row.created_at,
+    }
+    saved = SavedLabel(
+        id=row.id,
+        item_id=row.item_id,
+        annotator_id=request.annotator_id,
+        label=row.label,
+        created_at=row.created_at,
+        ms_spent=row.ms_spent,
+        round_id=row.round_id,
+    )
+    replaced = session.scalar(_REPLACED_BY, replaced_params) is not None
+    return LabelResult(label=saved, replaced_previous=replaced, replayed=True)
 
 
 def undo_label(
@@ -186,6 +284,25 @@ def skip_item(*, session: Session, item: Item, annotator: Annotator) -> None:
         .on_conflict_do_nothing()
     )
     release_lease(session=session, item_id=item.id, annotator_id=annotator.id)
+    session.commit()
+
+
+def unskip_item(*, session: Session, item: Item, annotator: Annotator, lease_seconds: int) -> None:
+    """Undo the annotator's skip (no-op without one); the item is leased back to them.
+
+    As after undoing a label, the annotator is looking at the item again, so `next` keeps it
+    from others (unless someone else leased it meanwhile) and serves it to them first.
+    """
+    unskipped = session.scalar(_UNSKIP, {"p_item": item.id, "p_me": annotator.id})
+    if unskipped is not None:
+        now = utcnow()
+        grant_leases(
+            session=session,
+            annotator_id=annotator.id,
+            grants=[(item.id, None)],
+            now=now,
+            expires_at=lease_expiry(now=now, lease_seconds=lease_seconds),
+        )
     session.commit()
 
 

@@ -98,3 +98,12 @@ def release_lease(*, session: Session, item_id: int, annotator_id: int) -> int |
     Returns the round that served the item, when the lease named one: the label copies it.
     """
     return session.scalar(_RELEASE, {"item_id": item_id, "me": annotator_id})
+
+
+def hand_back(*, session: Session, item_id: int, annotator_id: int) -> None:
+    """The caller no longer wants the item: drop their lease on it, if any, and commit.
+
+    Someone else's lease is left alone, so `next` can serve the item to anyone at once.
+    """
+    release_lease(session=session, item_id=item_id, annotator_id=annotator_id)
+    session.commit()

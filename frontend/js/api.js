@@ -134,6 +134,15 @@ export const patch = (path, json, options = {}) => request("PATCH", path, { ...o
 export const put = (path, json, options = {}) => request("PUT", path, { ...options, json });
 export const del = (path, options) => request("DELETE", path, options);
 
+/**
+ * Fire and forget a request that must outlive the page (from `pagehide`): with `keepalive` the
+ * browser finishes it after the page is gone, and unlike sendBeacon it carries the Bearer
+ * header. Nobody is left to read the answer, so failures are ignored.
+ */
+export function sendOnExit(method, path) {
+  fetch(resolve(path), { method, keepalive: true, headers: authHeaders() }).catch(() => {});
+}
+
 /** An image (or any file) as a Blob, fetched with the Bearer header. */
 export async function fetchBlob(path, options) {
   const response = await send("GET", path, options);

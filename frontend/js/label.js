@@ -5,7 +5,11 @@
 //   item's image is fetched (with the Bearer header, as a Blob) and decoded ahead of time, so
 //   the next image is a DOM swap of an already-decoded <img>;
 // - labels, skips and undos go to the outbox (outbox.js), which persists them before the page
-//   moves on and sends them in order in the background, retrying while the server is away.
+//   moves on and sends them in order in the background, retrying while the server is away;
+// - every item `next` leases to this page that it will not show (pushed out of the buffer by
+//   a new model, buffered too long, more than it asked for) is handed back at once with
+//   DELETE /items/{iid}/lease, and the items still on hand when the page goes away are
+//   handed back on `pagehide`, so other annotators need not wait for the leases to expire.
 //
 // window.nextlabel exposes the buffer and the outbox read-only, for the browser tests and for
 // anyone debugging in the console.
@@ -84,6 +88,8 @@ class Labeller {
     this.refilling = false;
     this.exhausted = false;
     this.refillTimer = null;
+    this.releasing = Promise.resolve(); // hand-backs under way: `next` waits for them
+    this.handingBack = new Set(); // their item ids: an answer to an earlier `next` may list them
     this.reorderFor = null; // a new model's round whose queue should come first
     this.metrics = null;
     this.knownRoundId = undefined;
@@ -119,6 +125,10 @@ class Labeller {
       ]);
     });
     api.connection.addEventListener("change", ({ detail }) => this.onConnection(detail.online));
+    window.addEventListener("pagehide", () => this.handBackOnExit());
+    window.addEventListener("pageshow", (event) => {
+      if (event.persisted) this.restoreBuffer();
+    });
     this.renderSync();
     this.outbox.flushNow(); // anything left from an earlier visit
     this.refill();
@@ -136,6 +146,8 @@ class Labeller {
       this.ackedDelta += 1;
     } else if (op.kind === "skip") {
       await api.post(`/items/${op.item_id}/skip`, undefined, { headers });
+    } else if (op.kind === "unskip") {
+      await api.del(`/items/${op.item_id}/skip`, { headers });
     } else if (op.kind === "undo") {
       try {
         await api.del(`/items/${op.item_id}/labels/mine`, { headers });
@@ -210,21 +222,28 @@ class Labeller {
     this.reorderFor = null;
     let retryIn = null;
     try {
+      // Items handed back must be free before `next` runs, or it would re-serve them to us.
+      await this.releasing;
       // The server re-serves the items already leased to this annotator first, so ask for
       // enough to get past those on this page or waiting in the outbox.
       const extra = modelRound === null ? want : BUFFER_TARGET;
       const n = Math.min(MAX_NEXT, this.heldIds().size + this.buffer.length + extra);
       const items = await api.get(`/projects/${this.project.id}/next?n=${n}`);
       const held = this.heldIds();
-      const usable = items.filter((next) => !held.has(next.item.id) && !this.doneIds.has(next.item.id));
+      const usable = items.filter(
+        (next) =>
+          !held.has(next.item.id) && !this.doneIds.has(next.item.id) && !this.handingBack.has(next.item.id),
+      );
+      const before = this.buffer.map((entry) => entry.id);
       if (modelRound !== null) {
         this.rebuildBuffer(usable, modelRound);
       } else {
-        const buffered = new Set(this.buffer.map((entry) => entry.id));
+        const buffered = new Set(before);
         const fresh = usable.filter((next) => !buffered.has(next.item.id));
         for (const next of fresh.slice(0, want)) this.buffer.push(new Entry(next));
         this.exhausted = fresh.length === 0;
       }
+      this.handBackUnused([...before, ...items.map((next) => next.item.id)], held);
       if (this.exhausted) retryIn = EMPTY_RETRY_MS;
     } catch (error) {
       if (!api.isUnavailable(error)) toast(`Could not fetch the next images: ${error.message}`, "error");
@@ -241,16 +260,16 @@ class Labeller {
   }
 
   /**
-   * A new model: put its queue's picks first, by rank. Items already buffered keep their
-   * prefetched image but take the new round's facts (its prediction); the rest stay leased
-   * to this annotator and come back in a later refill.
+   * A new model: put its queue's picks first, by rank, and keep a full buffer of them. Items
+   * already buffered keep their prefetched image but take the new round's facts (its
+   * prediction); the ones pushed out are handed back (by the caller, `refill`).
    */
   rebuildBuffer(usable, roundId) {
     const byRank = (a, b) => (a.rank ?? Infinity) - (b.rank ?? Infinity);
     const picked = usable.filter((next) => next.round_id === roundId).sort(byRank);
     const others = usable.filter((next) => next.round_id !== roundId);
     const previous = new Map(this.buffer.map((entry) => [entry.id, entry]));
-    this.buffer = [...picked, ...others].map((next) => {
+    this.buffer = [...picked, ...others].slice(0, BUFFER_TARGET).map((next) => {
       const entry = previous.get(next.item.id);
       if (!entry) return new Entry(next);
       previous.delete(next.item.id);
@@ -261,10 +280,53 @@ class Labeller {
     this.exhausted = this.buffer.length === 0;
   }
 
+  /** Of the items `next` leased to us (`ids`), hand back those this page neither holds nor buffers. */
+  handBackUnused(ids, held) {
+    const kept = new Set(this.buffer.map((entry) => entry.id));
+    this.handBack(ids.filter((id) => !held.has(id) && !kept.has(id)));
+  }
+
+  /**
+   * Release this annotator's leases on items the page will not show, so `next` can serve them
+   * to others now. Items with an operation in the outbox are left alone: a label or skip
+   * releases the lease itself, an undo leases the item back on purpose.
+   */
+  handBack(ids) {
+    const pending = this.outbox.pendingItemIds();
+    const free = [...new Set(ids)].filter((id) => !pending.has(id));
+    if (!free.length) return;
+    // Best effort: a lease that is not handed back simply expires.
+    const released = free.map((id) => {
+      this.handingBack.add(id);
+      return api
+        .del(`/items/${id}/lease`)
+        .catch(() => {})
+        .finally(() => this.handingBack.delete(id));
+    });
+    this.releasing = Promise.all([this.releasing, ...released]);
+  }
+
+  /** The page is going away: hand back the item on stage and the buffered ones. */
+  handBackOnExit() {
+    const pending = this.outbox.pendingItemIds();
+    const entries = this.current ? [this.current, ...this.buffer] : this.buffer;
+    for (const { id } of entries) {
+      if (!pending.has(id)) api.sendOnExit("DELETE", `/items/${id}/lease`);
+    }
+  }
+
+  /** Back from the back/forward cache: the buffer's leases were handed back, so fetch anew. */
+  restoreBuffer() {
+    for (const entry of this.buffer) entry.release();
+    this.buffer = [];
+    this.refill();
+  }
+
   advance() {
     let next = this.buffer.shift() || null;
     while (next && next.stale) {
       next.release();
+      this.handBack([next.id]);
       next = this.buffer.shift() || null;
     }
     this.show(next);
@@ -472,9 +534,10 @@ class Labeller {
       this.lastAction("Nothing to undo");
       return;
     }
-    // Not sent yet: just drop it. Sent (or being sent): queue the undo behind it.
+    // Not sent yet: just drop it. Sent (or being sent): queue its undo behind it.
     const cancelled = this.outbox.cancel(last.opId);
-    if (!cancelled && last.kind === "label") this.outbox.enqueue({ kind: "undo", item_id: last.entry.id });
+    if (!cancelled)
+      this.outbox.enqueue({ kind: last.kind === "label" ? "undo" : "unskip", item_id: last.entry.id });
     this.doneIds.delete(last.entry.id);
     if (this.current) this.buffer.unshift(this.current);
     this.show(last.entry);

@@ -1,10 +1,11 @@
-// The outbox: labels, skips and undos wait here until the server has acknowledged them.
+// The outbox: labels, skips and their undos wait here until the server has acknowledged them.
 //
 // Every operation is written to localStorage before the page moves on, so a stopped server,
 // a dropped connection or a closed tab loses nothing: the queue is sent in order, one at a
 // time, with exponential backoff, as soon as the server answers again. Each operation has
 // a client-generated id (sent as Idempotency-Key); a retry of a label whose reply was lost is
-// harmless because the server keeps one current label per annotator and item and replaces it.
+// harmless because the server answers it with the label the first attempt made, writing
+// nothing. Skips, unskips and undos are idempotent by nature.
 //
 // Order matters (a label then its undo must reach the server in that order), so the queue is
 // strictly FIFO. Tabs share the queue through localStorage: every change re-reads it first,
@@ -103,7 +104,7 @@ export class Outbox extends EventTarget {
     return this.read().filter((op) => op.kind === "label").length;
   }
 
-  /** Queue an operation ({kind: "label"|"skip"|"undo", item_id, ...}); returns it with its id. */
+  /** Queue an operation ({kind: "label"|"skip"|"undo"|"unskip", item_id, ...}); returns it with its id. */
   enqueue(fields) {
     const op = { id: newId(), queued_at: new Date().toISOString(), ...fields };
     this.write([...this.read(), op]);

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-22 05:50:08.813340
+Create Date: 2026-11-22 06:40:15.104725
 """
 
 from collections.abc import Sequence
@@ -160,6 +160,7 @@ def upgrade() -> None:
         sa.Column("is_current", sa.Boolean(), nullable=False),
         sa.Column("retired_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("undone", sa.Boolean(), nullable=False),
+        sa.Column("idempotency_key", sa.String(length=100), nullable=True),
         sa.ForeignKeyConstraint(["annotator_id"], ["annotators.id"], ondelete="CASCADE"),
         sa.ForeignKeyConstraint(["item_id"], ["items.id"], ondelete="CASCADE"),
         sa.ForeignKeyConstraint(["project_id"], ["projects.id"], ondelete="CASCADE"),
@@ -174,6 +175,13 @@ def upgrade() -> None:
             unique=True,
             sqlite_where=sa.text("is_current"),
             postgresql_where=sa.text("is_current"),
+        )
+        batch_op.create_index(
+            "uq_labels_idempotency_key",
+            ["annotator_id", "idempotency_key"],
+            unique=True,
+            sqlite_where=sa.text("idempotency_key IS NOT NULL"),
+            postgresql_where=sa.text("idempotency_key IS NOT NULL"),
         )
 
     op.create_table(
@@ -251,6 +259,11 @@ def downgrade() -> None:
 
     op.drop_table("leases")
     with op.batch_alter_table("labels", schema=None) as batch_op:
+        batch_op.drop_index(
+            "uq_labels_idempotency_key",
+            sqlite_where=sa.text("idempotency_key IS NOT NULL"),
+            postgresql_where=sa.text("idempotency_key IS NOT NULL"),
+        )
         batch_op.drop_index(
             "uq_labels_current",
             sqlite_where=sa.text("is_current"),

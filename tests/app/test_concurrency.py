@@ -1,4 +1,4 @@
-"""Races, against a real uvicorn server: leases and round triggering."""
+"""Races, against a real uvicorn server: leases, round triggering and label retries."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 from sqlalchemy import select
 
-from app.models import Lease, Round
+from app.models import Label, Lease, Round
 from tests.app.conftest import Api, bearer
 
 
@@ -82,3 +82,25 @@ def test_concurrent_labelling_queues_exactly_one_round(api: Api, live_server: st
     assert len(rounds) == 1
     assert rounds[0].status == "queued" and rounds[0].trigger == "labels"
     assert enqueued == [rounds[0].id]
+
+
+def test_concurrent_retries_of_one_label_write_one_row(api: Api, live_server: str) -> None:
+    pid = api.project()["id"]
+    (item_id,) = api.upload_images(pid, 1)
+    token = api.user("ann", projects=[pid])
+    headers = {**bearer(token), "Idempotency-Key": "0b6f2c1e-retry"}
+    with httpx.Client(base_url=live_server, timeout=60) as client:
+
+        def label() -> tuple[int, int]:
+            response = client.post(
+                f"/api/v1/items/{item_id}/labels", json={"label": "cat"}, headers=headers
+            )
+            return response.status_code, int(response.json()["id"])
+
+        results = _in_parallel([label] * 8)
+    assert {status for status, _ in results} == {201}
+    assert len({label_id for _, label_id in results}) == 1
+    with api.app.state.session_factory() as session:
+        rows = session.execute(select(Label.id, Label.is_current)).all()
+    assert [(label_id, is_current) for label_id, is_current in rows] == [(results[0][1], True)]
+    assert api.get(f"/api/v1/items/{item_id}").json()["label_count"] == 1

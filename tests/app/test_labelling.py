@@ -1,15 +1,17 @@
-"""next, label, replace, undo and skip, through HTTP."""
+"""next, label, replace, undo, skip, unskip, lease release and idempotent labels, through HTTP."""
 
 from __future__ import annotations
 
 from datetime import timedelta
 from typing import Any
 
+import pytest
 from sqlalchemy import select, update
 
 from app.models import Item, Label, Lease, Prediction, QueueEntry, Round, RoundStatus, utcnow
+from app.services import labels as labels_service
 from app.services.imports import random_key_for
-from tests.app.conftest import CLASSES, Api
+from tests.app.conftest import CLASSES, Api, bearer
 
 
 def _labels(api: Api) -> list[Label]:
@@ -230,3 +232,173 @@ def test_next_validates_n(api: Api) -> None:
     response = api.get(f"/api/v1/projects/{pid}/next", params={"n": 0})
     assert response.status_code == 422
     assert "query parameter 'n'" in response.json()["detail"]
+
+
+# --- handing leases back, unskipping, idempotent labels -------------------------------------
+
+
+def _next_ids(api: Api, project_id: int, token: str, n: int = 5) -> list[int]:
+    return [served["item"]["id"] for served in api.next(project_id, token, n=n)]
+
+
+def _leases(api: Api) -> dict[int, int]:
+    """item id -> the annotator holding its lease."""
+    with api.app.state.session_factory() as session:
+        rows = session.execute(select(Lease.item_id, Lease.annotator_id))
+        return {item_id: annotator_id for item_id, annotator_id in rows}
+
+
+def _me(api: Api, token: str) -> int:
+    return int(api.get("/api/v1/me", token).json()["id"])
+
+
+def test_releasing_a_lease_hands_the_item_to_the_next_caller_and_never_anothers(
+    api: Api,
+) -> None:
+    pid = api.project()["id"]
+    (only,) = api.upload_images(pid, 1)
+    ann = api.user("ann", projects=[pid])
+    bob = api.user("bob", projects=[pid])
+    assert _next_ids(api, pid, ann) == [only]
+    assert _next_ids(api, pid, bob) == []
+
+    # Bob cannot release ann's lease: 204, and nothing changes.
+    response = api.delete(f"/api/v1/items/{only}/lease", bob)
+    assert response.status_code == 204 and response.content == b""
+    assert _leases(api) == {only: _me(api, ann)}
+    assert _next_ids(api, pid, bob) == []
+
+    assert api.delete(f"/api/v1/items/{only}/lease", ann).status_code == 204
+    assert _leases(api) == {}
+    assert _next_ids(api, pid, bob) == [only]
+    # Ann has no lease any more: her release is a no-op and leaves bob's alone.
+    assert api.delete(f"/api/v1/items/{only}/lease", ann).status_code == 204
+    assert _leases(api) == {only: _me(api, bob)}
+    assert _next_ids(api, pid, ann) == []
+
+
+def test_releasing_a_lease_on_an_item_you_cannot_see_is_404(api: Api) -> None:
+    pid = api.project()["id"]
+    (item_id,) = api.upload_images(pid, 1)
+    outsider = api.user("outsider")
+    response = api.delete(f"/api/v1/items/{item_id}/lease", outsider)
+    assert response.status_code == 404
+    assert "does not exist or is in a project you are not in" in response.json()["detail"]
+    assert api.delete("/api/v1/items/999999/lease").status_code == 404
+
+
+def test_undoing_a_skip_serves_the_item_again_leased_to_the_skipper(api: Api) -> None:
+    pid = api.project()["id"]
+    ids = api.upload_images(pid, 3)
+    ann = api.user("ann", projects=[pid])
+    bob = api.user("bob", projects=[pid])
+    skipped = _next_ids(api, pid, ann, n=1)[0]
+    assert api.post(f"/api/v1/items/{skipped}/skip", ann).status_code == 200
+    others = _next_ids(api, pid, ann)
+    assert skipped not in others
+    for item_id in others:  # back to the pool, for bob
+        assert api.delete(f"/api/v1/items/{item_id}/lease", ann).status_code == 204
+
+    response = api.delete(f"/api/v1/items/{skipped}/skip", ann)
+    assert response.status_code == 204 and response.content == b""
+    # Leased back to ann, so she gets it first and bob does not get it at all.
+    assert _leases(api)[skipped] == _me(api, ann)
+    assert _next_ids(api, pid, ann, n=1) == [skipped]
+    assert skipped not in _next_ids(api, pid, bob)
+    assert sorted(_next_ids(api, pid, ann) + _next_ids(api, pid, bob)) == sorted(ids)
+    # No skip left: a second undo is a no-op.
+    assert api.delete(f"/api/v1/items/{skipped}/skip", ann).status_code == 204
+
+
+def test_undoing_someone_elses_skip_is_not_possible(api: Api) -> None:
+    pid = api.project()["id"]
+    (only,) = api.upload_images(pid, 1)
+    ann = api.user("ann", projects=[pid])
+    bob = api.user("bob", projects=[pid])
+    api.post(f"/api/v1/items/{only}/skip", ann)
+    assert api.delete(f"/api/v1/items/{only}/skip", bob).status_code == 204
+    assert _next_ids(api, pid, ann) == []
+    assert _leases(api) == {}
+
+
+def _label_with_key(api: Api, item_id: int, label: str, token: str, key: str) -> Any:
+    headers = {**bearer(token), "Idempotency-Key": key}
+    return api.client.post(
+        f"/api/v1/items/{item_id}/labels", json={"label": label, "ms_spent": 5}, headers=headers
+    )
+
+
+def test_a_retried_label_with_the_same_idempotency_key_is_written_once(api: Api) -> None:
+    pid = api.project()["id"]
+    item_id = api.upload_images(pid, 1)[0]
+    ann = api.user("ann", projects=[pid])
+    assert api.label(item_id, "cat", ann).status_code == 201  # no key: replaced below
+
+    first = _label_with_key(api, item_id, "dog", ann, "key-1")
+    again = _label_with_key(api, item_id, "dog", ann, "key-1")
+    assert (first.status_code, again.status_code) == (201, 201), again.text
+    assert "idempotent-replayed" not in first.headers
+    assert again.headers["idempotent-replayed"] == "true"
+    assert again.json() == first.json()
+    assert first.json()["replaced_previous"] is True
+    assert [(r.label, r.is_current, r.idempotency_key) for r in _labels(api)] == [
+        ("cat", False, None),
+        ("dog", True, "key-1"),
+    ]
+    assert _item(api, item_id)["label_count"] == 1
+
+    # The replay stands even after an undo: the retry of an old request changes nothing.
+    assert api.delete(f"/api/v1/items/{item_id}/labels/mine", ann).status_code == 200
+    late = _label_with_key(api, item_id, "dog", ann, "key-1")
+    assert late.status_code == 201 and late.json()["id"] == first.json()["id"]
+    assert len(_labels(api)) == 2 and _item(api, item_id)["label_count"] == 0
+
+
+def test_an_idempotency_key_is_per_annotator_and_per_label_request(api: Api) -> None:
+    pid = api.project()["id"]
+    ids = api.upload_images(pid, 2)
+    ann = api.user("ann", projects=[pid])
+    bob = api.user("bob", projects=[pid])
+    mine = _label_with_key(api, ids[0], "cat", ann, "shared")
+    theirs = _label_with_key(api, ids[0], "cat", bob, "shared")
+    assert (mine.status_code, theirs.status_code) == (201, 201)
+    assert mine.json()["id"] != theirs.json()["id"]
+    assert _item(api, ids[0])["label_count"] == 2
+
+    for item_id, label in [(ids[1], "cat"), (ids[0], "dog")]:
+        reused = _label_with_key(api, item_id, label, ann, "shared")
+        assert reused.status_code == 422
+        assert "Idempotency-Key 'shared' was already used" in reused.json()["detail"]
+    assert len(_labels(api)) == 2
+    too_long = _label_with_key(api, ids[1], "cat", ann, "k" * 101)
+    assert too_long.status_code == 422
+    assert "Idempotency-Key" in too_long.json()["detail"]
+
+
+def test_a_duplicate_that_misses_the_first_label_in_its_lookup_returns_it(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The race: the second request looks the key up before the first one commits; its
+    insert then violates the unique index and it answers with the first request's label."""
+    pid = api.project()["id"]
+    (item_id,) = api.upload_images(pid, 1)
+    ann = api.user("ann", projects=[pid])
+    first = _label_with_key(api, item_id, "bird", ann, "race")
+    assert first.status_code == 201
+
+    lookup = labels_service._replay
+    calls: list[int] = []
+
+    def late_lookup(**kwargs: Any) -> Any:
+        calls.append(1)
+        return None if len(calls) == 1 else lookup(**kwargs)
+
+    monkeypatch.setattr(labels_service, "_replay", late_lookup)
+    second = _label_with_key(api, item_id, "bird", ann, "race")
+    assert len(calls) == 2  # the miss, then the lookup after the failed insert
+    assert second.status_code == 201, second.text
+    assert second.json()["id"] == first.json()["id"]
+    assert second.headers["idempotent-replayed"] == "true"
+    # The loser's transaction was rolled back whole: the first label is still current.
+    assert [(r.label, r.is_current, r.retired_at) for r in _labels(api)] == [("bird", True, None)]
+    assert _item(api, item_id)["label_count"] == 1

