@@ -1,0 +1,297 @@
+"""Acquisition speed and memory: nextlabel next to batchbald_redux and Baal on one pool.
+
+Every contender runs in its own subprocess on the same synthetic pool (regenerated from the
+same seed), so peak RSS is per contender. Times are medians over --repeats runs after one
+warm-up call on a tiny pool. Prints a table; never run as a test.
+
+    python bench/bench_acquisition.py            # full: redux BatchBALD at 10k takes ~3-4 min
+    python bench/bench_acquisition.py --quick    # redux/Baal only at 2k, smaller big pools
+    python bench/bench_acquisition.py --skip-baal --skip-redux
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    kind: str  # "batchbald", "bald", "entropy" or "margin"
+    N: int
+    K: int = 20
+    C: int = 10
+    b: int = 10
+    M: int = 10_000
+
+
+def make_pool(case: Case) -> Any:
+    """Log-probs [N, K, C] of a pool where samples disagree, like a half-trained network."""
+    import torch
+
+    g = torch.Generator().manual_seed(0)
+    logits = 2 * torch.randn(case.N, 1, case.C, generator=g)
+    logits = logits + 2 * torch.randn(case.N, case.K, case.C, generator=g)
+    return torch.log_softmax(logits, dim=-1)
+
+
+# --------------------------------------------------------------------------- contenders
+
+
+def nextlabel_run(case: Case, log_probs: Any, prune: bool = True) -> list[int] | None:
+    import torch
+
+    from worker import acquisition
+
+    scorers = {
+        "bald": acquisition.bald_scores,
+        "entropy": acquisition.entropy_scores,
+        "margin": acquisition.margin_scores,
+    }
+    if case.kind in scorers:
+        scorers[case.kind](log_probs)  # validation included
+        return None
+    selection = acquisition.batchbald_select(
+        log_probs,
+        case.b,
+        generator=torch.Generator().manual_seed(0),
+        num_samples=case.M,
+        prune=prune,
+    )
+    return selection.indices.tolist()
+
+
+def redux_run(case: Case, log_probs: Any) -> list[int] | None:
+    import torch
+    from batchbald_redux import batchbald
+
+    log_probs = log_probs.double()  # redux's own default working precision
+    if case.kind == "bald":
+        batchbald.compute_entropy(log_probs) - batchbald.compute_conditional_entropy(log_probs)
+        return None
+    if case.kind == "entropy":
+        batchbald.compute_entropy(log_probs)
+        return None
+    return list(
+        batchbald.get_batchbald_batch(log_probs, case.b, case.M, dtype=torch.double).indices
+    )
+
+
+def baal_run(case: Case, log_probs: Any) -> list[int] | None:
+    from baal.active.heuristics import BALD, BatchBALD, Entropy, Margin
+
+    probs_N_C_K = log_probs.double().exp().permute(0, 2, 1).numpy()  # Baal's layout
+    heuristics = {"bald": BALD, "entropy": Entropy, "margin": Margin}
+    if case.kind in heuristics:
+        heuristics[case.kind]().get_uncertainties(probs_N_C_K)  # from probabilities [N, C, K]
+        return None
+    # num_draw=M/K gives M = K * num_draw = 10,000 sampled configurations, as for the others.
+    heuristic = BatchBALD(num_samples=case.b, num_draw=case.M // case.K)
+    return [int(i) for i in heuristic(probs_N_C_K)[: case.b]]
+
+
+CONTENDERS: dict[str, Callable[[Case, Any], list[int] | None]] = {
+    "nextlabel": nextlabel_run,
+    "nextlabel-noprune": lambda case, lp: nextlabel_run(case, lp, prune=False),
+    "batchbald_redux": redux_run,
+    "baal": baal_run,
+}
+
+
+def rss_mb() -> float:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def worker(contender: str, case: Case, repeats: int, threads: int) -> None:
+    """Runs one contender on one case in this process and prints a JSON line."""
+    import torch
+
+    torch.set_num_threads(threads)
+    run = CONTENDERS[contender]
+    warm_up = Case("warm-up", case.kind, N=64, K=case.K, C=case.C, b=3, M=case.M)
+    run(warm_up, make_pool(warm_up))
+    log_probs = make_pool(case)
+    before = rss_mb()
+    times, cpu_times, picks = [], [], None
+    for _ in range(repeats):
+        started, cpu_started = time.perf_counter(), time.process_time()
+        picks = run(case, log_probs)
+        times.append(time.perf_counter() - started)
+        cpu_times.append(time.process_time() - cpu_started)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(
+        json.dumps(
+            {
+                "median_s": statistics.median(times),
+                "times": times,
+                "median_cpu_s": statistics.median(cpu_times),
+                "peak_rss_mb": peak,
+                "delta_rss_mb": peak - before,
+                "picks": picks,
+                "load": os.getloadavg()[0],
+            }
+        )
+    )
+
+
+# --------------------------------------------------------------------------- driver
+
+
+def spawn(
+    contender: str, case: Case, repeats: int, timeout: float, threads: int, wait_policy: str
+) -> dict[str, Any] | None:
+    command = [
+        sys.executable,
+        __file__,
+        "--worker",
+        contender,
+        "--case",
+        json.dumps(case.__dict__),
+        "--repeats",
+        str(repeats),
+        "--threads",
+        str(threads),
+    ]
+    env = {**os.environ, "TQDM_DISABLE": "1", "PYTHONPATH": str(REPO)}
+    if wait_policy:
+        env["OMP_WAIT_POLICY"] = wait_policy
+    try:
+        done = subprocess.run(
+            command, capture_output=True, text=True, timeout=timeout, env=env, check=False
+        )
+    except subprocess.TimeoutExpired:
+        print(f"  {contender}: timed out after {timeout:.0f} s")
+        return None
+    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    if done.returncode != 0 or not lines:
+        reason = "killed (out of memory?)" if done.returncode < 0 else done.stderr[-400:]
+        print(f"  {contender}: failed, exit {done.returncode}: {reason}")
+        return None
+    return dict(json.loads(lines[-1]))
+
+
+def available(module: str) -> bool:
+    probe = subprocess.run(
+        [sys.executable, "-c", f"import {module}"], capture_output=True, check=False
+    )
+    return probe.returncode == 0
+
+
+def report(case: Case, results: dict[str, dict[str, Any]]) -> None:
+    base = results.get("nextlabel")
+    print(
+        f"\n{case.name}: N={case.N:,} K={case.K} C={case.C}"
+        + (f" b={case.b} M={case.M:,}" if case.kind == "batchbald" else "")
+    )
+    print(f"  {'contender':<20}{'wall s':>9}{'CPU s':>9}{'runs':>5}{'peak RSS MB':>12}"
+          f"{'dRSS MB':>9}{'x wall':>8}{'x CPU':>7}{'load':>6}")  # fmt: skip
+    for name, result in results.items():
+        wall = result["median_s"] / base["median_s"] if base else float("nan")
+        cpu = result["median_cpu_s"] / base["median_cpu_s"] if base else float("nan")
+        print(
+            f"  {name:<20}{result['median_s']:>9.3f}{result['median_cpu_s']:>9.3f}"
+            f"{len(result['times']):>5}{result['peak_rss_mb']:>12.0f}"
+            f"{result['delta_rss_mb']:>9.0f}{wall:>8.1f}{cpu:>7.1f}{result['load']:>6.1f}"
+        )
+    picks = {name: r["picks"] for name, r in results.items() if r.get("picks")}
+    ours = picks.get("nextlabel")
+    for name, other in picks.items():
+        if ours is None or name == "nextlabel":
+            continue
+        prefix = next((i for i, (a, b) in enumerate(zip(ours, other, strict=False)) if a != b), 0)
+        prefix = prefix or (len(ours) if ours == other else 0)
+        common = len(set(ours) & set(other))
+        print(f"  vs {name}: first {prefix} picks identical, {common}/{case.b} picks in common")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="small pools; redux/Baal at 2k")
+    parser.add_argument("--skip-baal", action="store_true", help="Baal BatchBALD needs >12 GB")
+    parser.add_argument("--skip-redux", action="store_true", help="skip batchbald_redux")
+    parser.add_argument("--repeats", type=int, default=3, help="runs per fast contender")
+    parser.add_argument("--big-n", type=int, default=60_000, help="N of the large-pool cases")
+    parser.add_argument("--timeout", type=float, default=1800, help="seconds per contender")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads per contender")
+    parser.add_argument(
+        "--omp-wait-policy",
+        default="PASSIVE",
+        help="OMP_WAIT_POLICY for every contender ('' keeps the environment's): on a shared "
+        "machine spinning OpenMP threads slow 2-thread runs several-fold",
+    )
+    parser.add_argument(
+        "--cases", default="", help="comma list of bb2k,bb10k,bbbig,bald,entropy,margin (all)"
+    )
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--case", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        worker(args.worker, Case(**json.loads(args.case)), args.repeats, args.threads)
+        return
+
+    big = 20_000 if args.quick else args.big_n
+    have_redux = not args.skip_redux and available("batchbald_redux")
+    have_baal = not args.skip_baal and available("baal")
+    print(
+        f"python {sys.version.split()[0]}, {args.threads} threads, {os.cpu_count()} CPUs, "
+        f"OMP_WAIT_POLICY={args.omp_wait_policy or os.environ.get('OMP_WAIT_POLICY')}, "
+        f"redux={have_redux}, baal={have_baal}\n'wall'/'CPU' = median wall / process CPU "
+        "seconds; 'x' = ratio to nextlabel; 'load' = 1-min load average after the run"
+    )
+    plan: list[tuple[str, Case, list[tuple[str, int]]]] = [
+        (
+            "bb2k",
+            Case("BatchBALD 2k", "batchbald", N=2_000),
+            [("nextlabel", args.repeats)]
+            + ([("batchbald_redux", 1)] if have_redux else [])
+            + ([("baal", 1)] if have_baal else []),
+        ),
+        (
+            "bb10k",
+            Case("BatchBALD 10k", "batchbald", N=10_000),
+            [("nextlabel", args.repeats), ("nextlabel-noprune", args.repeats)]
+            + ([("batchbald_redux", 1)] if have_redux and not args.quick else []),
+        ),
+        ("bbbig", Case(f"BatchBALD {big // 1000}k", "batchbald", N=big), [("nextlabel", 1)]),
+    ]
+    for kind in ("bald", "entropy", "margin"):
+        contenders = [("nextlabel", args.repeats)]
+        if have_redux and kind != "margin":  # redux has no margin
+            contenders.append(("batchbald_redux", args.repeats))
+        if have_baal:
+            contenders.append(("baal", args.repeats))
+        plan.append((kind, Case(f"{kind} scores {big // 1000}k", kind, N=big), contenders))
+    plan = [entry for entry in plan if not args.cases or entry[0] in args.cases.split(",")]
+    for _, case, contenders in plan:
+        results = {}
+        for contender, repeats in contenders:
+            result = spawn(
+                contender, case, repeats, args.timeout, args.threads, args.omp_wait_policy
+            )
+            if result is not None:
+                results[contender] = result
+        report(case, results)
+    print(
+        "\nScores include nextlabel's input validation; redux's BALD is its entropy minus its"
+        "\nconditional entropy; Baal's time includes turning the float32 log-probs into its"
+        "\nfloat64 probabilities [N, C, K]. Baal BatchBALD runs at 2k only: its [N, M, C]"
+        "\nfloat64 array needs >12 GB at 5k."
+    )
+
+
+if __name__ == "__main__":
+    main()
