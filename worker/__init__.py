@@ -1,4 +1,4 @@
-"""nextlabel's worker: the Celery app, the active-learning pipeline and everything that needs torch."""
+"""nextlabel's worker: the Celery app, the round pipeline and everything that needs torch."""
 
 import os
 
