@@ -61,13 +61,21 @@ WORKER_COMMAND = [
 
 Host = Annotated[str, typer.Option(help="Interface to listen on.")]
 Port = Annotated[int, typer.Option(help="TCP port.")]
+Workers = Annotated[
+    int,
+    typer.Option(
+        min=1,
+        help="API processes (uvicorn workers), e.g. one per CPU core. SQLite (WAL) and "
+        "PostgreSQL both serve several; the round worker is still started only once.",
+    ),
+]
 
 
 @cli.command()
-def serve(host: Host = "127.0.0.1", port: Port = 8000) -> None:
+def serve(host: Host = "127.0.0.1", port: Port = 8000, workers: Workers = 1) -> None:
     """Run the API and web UI (plus a worker when the broker is the embedded one)."""
     settings = _settings()
-    _run(settings, host=host, port=port)
+    _run(settings, host=host, port=port, workers=workers)
 
 
 @cli.command()
@@ -199,14 +207,34 @@ def _or_exit(action: Callable[[], T]) -> T:
         raise typer.Exit(code=1) from None
 
 
-def _run(settings: Settings, *, host: str, port: int, app: object | None = None) -> None:
-    app = app or create_app(settings)
+def _run(
+    settings: Settings, *, host: str, port: int, app: object | None = None, workers: int = 1
+) -> None:
+    target: object
+    if workers > 1:
+        # Uvicorn's worker processes each build the app from the factory (an import
+        # string): migrate once here, so they need not queue on the migration lock.
+        upgrade_database(settings.resolved_database_url)
+        os.environ["NEXTLABEL_MIGRATE_ON_START"] = "false"
+        target = "app.main:create_app"
+    else:
+        target = app or create_app(settings)
     worker_process = _start_worker() if settings.starts_embedded_worker else None
     # Uvicorn shuts down gracefully on SIGTERM, then raises the signal again; with the
     # default handler that would kill this process before the worker is stopped.
     previous = signal.signal(signal.SIGTERM, _exit_on_signal)
     try:
-        uvicorn.run(app, host=host, port=port, log_config=None)  # type: ignore[arg-type]
+        if workers > 1:
+            uvicorn.run(
+                target,  # type: ignore[arg-type]
+                host=host,
+                port=port,
+                log_config=None,
+                factory=True,
+                workers=workers,
+            )
+        else:
+            uvicorn.run(target, host=host, port=port, log_config=None)  # type: ignore[arg-type]
     finally:
         signal.signal(signal.SIGTERM, previous)
         if worker_process is not None:

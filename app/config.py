@@ -31,6 +31,8 @@ class Settings(BaseSettings):
     max_zip_members: int = 200_000
     max_zip_ratio: int = 200
     embedded_worker: bool | None = None
+    # `serve --workers N` migrates once in the parent, then starts its workers with this off.
+    migrate_on_start: bool = True
     log_format: Literal["auto", "json", "text"] = "auto"
     log_level: str = "INFO"
 

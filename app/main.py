@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import fcntl
 import logging
+import os
 import threading
 import time
+import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 from anyio import to_thread
@@ -41,7 +45,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     configure_logging(settings)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    upgrade_database(settings.resolved_database_url)
+    if settings.migrate_on_start:
+        upgrade_database(settings.resolved_database_url)
     engine = _make_api_engine(settings.resolved_database_url)
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _more_sqlite_cache)
@@ -108,24 +113,49 @@ def serialize_sqlite_writes(engine: Engine) -> None:
     a few contended writes into tail latencies of hundreds of milliseconds. A lock taken
     before a transaction's first write and released when its connection goes back to the
     pool (after the commit or rollback) makes request threads wait their turn instead,
-    without sleeping. Other processes (the worker) still meet the busy handler, rarely.
+    without sleeping. API processes started together (`serve --workers N`) queue the same
+    way on an exclusive lock of a file beside the database, taken while holding the thread
+    lock. Other processes (the worker, the CLI) still meet the busy handler, rarely.
     """
     lock = threading.Lock()
+    lock_file = _write_lock_file(engine)
 
     def before_execute(conn: Connection, _cursor: Any, statement: str, *_args: Any) -> None:
         if conn.info.get(_WRITE_LOCK) or statement.lstrip()[:6].upper() not in _WRITES:
             return
         lock.acquire()
+        if lock_file is not None:
+            try:
+                fcntl.flock(lock_file, fcntl.LOCK_EX)
+            except BaseException:
+                lock.release()
+                raise
         conn.info[_WRITE_LOCK] = True
 
     def checkin(_dbapi_connection: Any, record: Any) -> None:
         # After the commit or rollback has really happened: a Session hands its connection
         # back when its transaction ends (the engine's "commit" event fires too early).
         if record.info.pop(_WRITE_LOCK, False):
-            lock.release()
+            try:
+                if lock_file is not None:
+                    fcntl.flock(lock_file, fcntl.LOCK_UN)
+            finally:
+                lock.release()
 
     event.listen(engine, "before_cursor_execute", before_execute)
     event.listen(engine.pool, "checkin", checkin)
+
+
+def _write_lock_file(engine: Engine) -> int | None:
+    """A descriptor of `<database>.write.lock`, shared by this process's threads."""
+    database = engine.url.database
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return None
+    path = Path(database).with_suffix(".write.lock")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    weakref.finalize(engine, os.close, descriptor)
+    return descriptor
 
 
 _WRITE_LOCK = "nextlabel_write_lock"

@@ -3,20 +3,21 @@
 Prints figures; it is not a test. For each backend (SQLite, then PostgreSQL at
 127.0.0.1:5432 if reachable) it builds a fresh database with 100,000 pool items (bulk
 inserted; they share one stored PNG but each has its own sha256), starts
-`uvicorn app.main:create_app --factory --workers 1` in a subprocess on 127.0.0.1, and runs
-16 client threads, each looping GET /next?n=1 then POST the label:
+`nextlabel serve --workers 2` (`--workers`: uvicorn worker processes) in a subprocess on
+127.0.0.1, and runs 16 client threads, each looping GET /next?n=1 then POST the label:
 
 - paced: each client waits about `--think` seconds between items (still far faster than
   people label), so /next latency is the server's, not a queue's;
 - saturated: no waiting, the most labels per second the server gives. Every request then
   also waits behind the others in flight: latency ≈ clients / requests per second.
 
-Each phase also prints the server's CPU time per next+label pair and the share of a core
-the server and the clients got: on a shared machine, labels/s ≈ share / CPU per pair.
+Each phase also prints the server's CPU time per next+label pair (all its processes) and
+the share of a core the server and the clients got: on a shared machine,
+labels/s ≈ share / CPU per pair.
 Then it labels the rest of the pool directly in the database and times a streamed export
 of the 100,000 current labels (time to the last byte) in each format.
 
-    python bench/bench_api.py [--backends sqlite,postgresql] [--seconds 15]
+    python bench/bench_api.py [--backends sqlite,postgresql] [--seconds 15] [--workers 2]
 """
 
 from __future__ import annotations
@@ -219,13 +220,32 @@ class Server:
     pid: int
 
     def cpu_seconds(self) -> float:
-        """User + system CPU time of the server process so far (Linux /proc)."""
-        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        """User + system CPU time of the server and its live worker processes (Linux /proc)."""
+        return sum(_cpu_seconds(pid) for pid in _process_tree(self.pid))
+
+
+def _cpu_seconds(pid: int) -> float:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _process_tree(pid: int) -> list[int]:
+    pids = [pid]
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            children = (task / "children").read_text().split()
+        except OSError:
+            continue
+        for child in children:
+            pids += _process_tree(int(child))
+    return pids
 
 
 @contextmanager
-def server(fixture: Fixture) -> Iterator[Server]:
+def server(fixture: Fixture, *, workers: int) -> Iterator[Server]:
     port = _free_port()
     env = {
         **os.environ,
@@ -236,9 +256,8 @@ def server(fixture: Fixture) -> Iterator[Server]:
         "PYTHONPATH": str(REPO_ROOT),
     }
     command = [
-        sys.executable, "-m", "uvicorn", "app.main:create_app", "--factory",
-        "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-        "--log-level", "warning", "--no-access-log",
+        sys.executable, "-m", "app.cli", "serve",
+        "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers),
     ]  # fmt: skip
     process = subprocess.Popen(command, env=env, cwd=REPO_ROOT)
     base = f"http://127.0.0.1:{port}"
@@ -379,7 +398,8 @@ def bench(backend: str, args: argparse.Namespace) -> None:
         workdir = Path(tmp)
         with database(backend, workdir) as url:
             fixture = build(url, workdir, items=args.items, clients=args.clients)
-            with server(fixture) as srv:
+            print(f"  server: nextlabel serve --workers {args.workers}")
+            with server(fixture, workers=args.workers) as srv:
                 paced = run_load(srv, fixture, seconds=args.seconds, think=args.think)
                 report_load("paced", paced, args.clients, args.think)
                 saturated = run_load(srv, fixture, seconds=args.seconds, think=0.0)
@@ -399,6 +419,7 @@ def main() -> None:
     parser.add_argument("--items", type=int, default=100_000)
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--seconds", type=float, default=15.0)
+    parser.add_argument("--workers", type=int, default=2, help="API processes")
     parser.add_argument("--think", type=float, default=0.25, help="paced phase, per client")
     args = parser.parse_args()
     print(

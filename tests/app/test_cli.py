@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -170,7 +171,7 @@ def test_serve_runs_an_embedded_worker_and_stops_it(
         started.append(FakeWorker(command, env))
         return started[-1]
 
-    def fake_uvicorn_run(app: object, *, host: str, port: int, log_config: None) -> None:
+    def fake_uvicorn_run(app: object, *, host: str, port: int, **_options: object) -> None:
         served.append((host, port))
         raise KeyboardInterrupt  # as when someone presses Ctrl-C
 
@@ -185,3 +186,30 @@ def test_serve_runs_an_embedded_worker_and_stops_it(
     assert "-Q" in worker.command and "gpu" in worker.command and "--pool=solo" in worker.command
     assert worker.env["NEXTLABEL_DATABASE_URL"] == env.app.state.settings.resolved_database_url
     assert worker.terminated
+
+
+def test_serve_with_workers_migrates_once_and_starts_one_round_worker(
+    env: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    started: list[FakeWorker] = []
+    served: list[tuple[object, dict[str, object]]] = []
+
+    def fake_popen(command: list[str], env: dict[str, str]) -> FakeWorker:
+        started.append(FakeWorker(command, env))
+        return started[-1]
+
+    def fake_uvicorn_run(app: object, **options: object) -> None:
+        served.append((app, options))
+
+    monkeypatch.setenv("NEXTLABEL_EMBEDDED_WORKER", "true")
+    monkeypatch.setenv("NEXTLABEL_MIGRATE_ON_START", "true")  # restored afterwards
+    monkeypatch.setattr(cli_module.subprocess, "Popen", fake_popen)
+    monkeypatch.setattr(cli_module.uvicorn, "run", fake_uvicorn_run)
+    result = runner.invoke(cli, ["serve", "--workers", "2"])
+    assert result.exit_code == 0, result.output
+    ((app, options),) = served
+    assert app == "app.main:create_app"
+    assert options["factory"] is True and options["workers"] == 2
+    # The workers build the app from the environment and skip the migrations.
+    assert os.environ["NEXTLABEL_MIGRATE_ON_START"] == "false"
+    assert len(started) == 1 and started[0].terminated
