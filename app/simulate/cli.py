@@ -33,9 +33,7 @@ def parse_seeds(text: str) -> list[int]:
 
 
 def format_seeds(seeds: list[int]) -> str:
-    """The shortest ``--seeds`` text that :func:`parse_seeds` reads back as ``seeds``."""
-    if seeds == list(range(len(seeds))):
-        return str(len(seeds))
+    """An explicit ``--seeds`` list that :func:`parse_seeds` reads back as ``seeds``."""
     return ",".join(map(str, seeds)) + ("," if len(seeds) == 1 else "")
 
 

@@ -225,18 +225,21 @@ def plot_curves(
 ) -> None:
     """Accuracy against labels: the mean over seeds and its 95% band, one line per group."""
     figure, axes = plt.subplots(figsize=(7.5, 5.0))
+    lowest = 1.0
     for key, seeds in sorted(groups.items(), key=lambda item: tuple(map(str, item[0]))):
         grid, mean, half = mean_band(list(seeds.values()))
         named = dict(zip(GROUP_KEYS, key, strict=True))
         label = " ".join(_legend(name, named[name]) for name in label_keys)
         (line,) = axes.plot(grid, mean, label=f"{label} ({len(seeds)} seeds)", linewidth=1.6)
         axes.fill_between(grid, mean - half, mean + half, color=line.get_color(), alpha=0.18)
+        lowest = min(lowest, float(np.nanmin(mean - half)))
     for threshold in THRESHOLDS:
         axes.axhline(threshold, color="grey", linewidth=0.7, linestyle=":")
     axes.set_xlabel("labels (initial set included)")
     axes.set_ylabel("test accuracy")
     axes.set_title(title)
-    axes.set_ylim(0.0, 1.0)
+    # From just below the lowest band: the interesting part is the climb to 90-95%.
+    axes.set_ylim(max(0.0, math.floor(lowest * 10) / 10 - 0.05), 1.0)
     axes.grid(alpha=0.3)
     axes.legend(loc="lower right", fontsize=8)
     figure.tight_layout()

@@ -277,11 +277,8 @@ def start_round(client: Client, project_id: int) -> int:
 class Simulation:
     """One project, one seed: set up, label the initial set, then run the protocol."""
 
-    def __init__(
-        self, admin: Client, team_clients: Sequence[Client], dataset: Dataset, config: RunConfig
-    ) -> None:
+    def __init__(self, admin: Client, dataset: Dataset, config: RunConfig) -> None:
         self.admin = admin
-        self.team_clients = team_clients
         self.dataset = dataset
         self.config = config
         self.records: list[RoundRecord] = []
@@ -329,9 +326,8 @@ class Simulation:
         )
         return [pool_ids[pool.filenames[positions[i]]] for i in chosen]
 
-    def record(self, round_: Round, observed_s: float | None, served: int | None = None) -> None:
+    def record(self, round_: Round, observed_s: float | None) -> None:
         record = make_record(self.config, self.project_id, round_, observed_s)
-        record.served_from_queue = served
         self.records.append(record)
         if self.on_round is not None:
             self.on_round(record)
@@ -457,7 +453,7 @@ def run_one(
 ) -> RunResult:
     """Create a project, import, label the initial set, run the protocol, check the export."""
     started = time.monotonic()
-    sim = Simulation(admin, [], dataset, config)
+    sim = Simulation(admin, dataset, config)
     sim.on_round = on_round
     project_id = sim.create_project()
     pool_ids = import_dataset(admin, project_id, dataset, archives)
