@@ -6,22 +6,12 @@ The browser UI, the simulator and integrations all speak exactly these shapes.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 from app.models import Role, RoundStatus, Split
 
-STRATEGY_NAMES = (
-    "random",
-    "entropy",
-    "least_confidence",
-    "margin",
-    "variation_ratios",
-    "bald",
-    "batchbald",
-    "powerbald",
-)
 Strategy = Literal[
     "random",
     "entropy",
@@ -32,6 +22,8 @@ Strategy = Literal[
     "batchbald",
     "powerbald",
 ]
+# The API cannot import the engine (torch); a worker test keeps the two lists in step.
+STRATEGY_NAMES: tuple[str, ...] = get_args(Strategy)
 Network = Literal["auto", "mnist_cnn", "resnet18"]
 ItemStatus = Literal["labelled", "unlabelled", "validation"]
 ExportFormat = Literal["csv", "json", "jsonl"]

@@ -10,6 +10,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
+from app.schemas import STRATEGY_NAMES
 from worker.acquisition import (
     BAYESIAN_STRATEGIES,
     STRATEGIES,
@@ -432,3 +433,8 @@ def test_exact_joint_mi_helper_agrees_with_bald_for_one_item() -> None:
     bald = bald_scores(log_probs.double())
     for i in range(6):
         assert exact_joint_mi(log_probs, [i]) == pytest.approx(float(bald[i]), abs=1e-9)
+
+
+def test_the_api_offers_exactly_the_engines_strategies() -> None:
+    # app/schemas.py cannot import torch, so it lists the names itself.
+    assert set(STRATEGY_NAMES) == set(STRATEGIES)
