@@ -13,6 +13,7 @@ redelivered task both rerun it from scratch, and give up after MAX_ATTEMPTS.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import os
@@ -69,6 +70,12 @@ STALE_RUNNING_SECONDS = VISIBILITY_TIMEOUT_SECONDS
 NO_VALIDATION_NOTE = "no validation items"
 NO_LABELS_NOTE = "no labels yet: the queue is the pool in seeded random order"
 POOL_USED_UP_NOTE = "pool used up: no unlabelled items left to queue"
+# Validation items are split so that the accuracy a round reports never comes from the items
+# that chose its epoch: one in STOPPING_SHARE (at most the paper's 1,024) only steers early
+# stopping, the rest only measure. Smaller validation sets are used whole for both.
+STOPPING_SHARE = 4
+MAX_STOPPING_ITEMS = 1_024
+MIN_VALIDATION_TO_SPLIT = 200
 
 
 # --------------------------------------------------------------------------- context
@@ -182,6 +189,8 @@ class _Tensors:
     y_train: torch.Tensor
     x_val: torch.Tensor
     y_val: torch.Tensor
+    x_stop: torch.Tensor
+    y_stop: torch.Tensor
     x_pool: torch.Tensor
     pool_ids: list[int]
     decode_failures: int
@@ -281,6 +290,8 @@ def _execute(ctx: WorkerContext, claim: _Claim, timer: PhaseTimer) -> None:
             "steps": fit_report.steps,
             "early_stopped": fit_report.early_stopped,
             "best_validation_nll": fit_report.best_validation_nll,
+            "best_validation_accuracy": fit_report.best_validation_accuracy,
+            "stopped_on": ctx.train_config.stop_on,
             "seconds": round(fit_report.seconds, 3),
         },
         "mc_samples": project.mc_samples,
@@ -544,17 +555,46 @@ def _load_tensors(ctx: WorkerContext, data: RoundData, device: torch.device) -> 
     train_class = {it.item_id: c for it, c in data.train}
     val_class = {it.item_id: c for it, c in data.validation}
     x_train, train_ids = gather(train_items)
-    x_val, val_ids = gather([it for it, _ in data.validation])
+    stopping, reporting = split_validation([it for it, _ in data.validation])
+    x_val, val_ids = gather(reporting)
+    x_stop, stop_ids = gather(stopping)
     x_pool, pool_ids = gather(data.pool)
+
+    def classes_of(ids: list[int], class_of: dict[int, int]) -> torch.Tensor:
+        return torch.tensor([class_of[i] for i in ids], dtype=torch.long, device=device)
+
     return _Tensors(
         x_train=x_train,
-        y_train=torch.tensor([train_class[i] for i in train_ids], dtype=torch.long, device=device),
+        y_train=classes_of(train_ids, train_class),
         x_val=x_val,
-        y_val=torch.tensor([val_class[i] for i in val_ids], dtype=torch.long, device=device),
+        y_val=classes_of(val_ids, val_class),
+        x_stop=x_stop,
+        y_stop=classes_of(stop_ids, val_class),
         x_pool=x_pool,
         pool_ids=pool_ids,
         decode_failures=len(decoded.failures),
     )
+
+
+def split_validation(items: Sequence[ItemImage]) -> tuple[list[ItemImage], list[ItemImage]]:
+    """(early-stopping items, reporting items), chosen by a stable hash of each item id.
+
+    An item's role depends on its own id and the size of the set alone, and adding items can
+    only move one from early stopping to reporting, never back: a reported accuracy never
+    comes from items that chose the same round's epoch.
+    """
+    if len(items) < MIN_VALIDATION_TO_SPLIT:
+        return list(items), list(items)
+    share = min(1 / STOPPING_SHARE, MAX_STOPPING_ITEMS / len(items))
+    stopping = [it for it in items if _unit_hash(it.item_id) < share]
+    reporting = [it for it in items if _unit_hash(it.item_id) >= share]
+    return stopping, reporting
+
+
+def _unit_hash(item_id: int) -> float:
+    """A uniform number in [0, 1) fixed by the id (Python's hash() is not spread out)."""
+    digest = hashlib.blake2b(item_id.to_bytes(8, "little"), digest_size=8).digest()
+    return int.from_bytes(digest, "little") / 2**64
 
 
 def _record_decode_errors(ctx: WorkerContext, failures: dict[int, str]) -> None:
@@ -581,9 +621,8 @@ def _train(
     )
     # A fresh network every round (no weights carried over), initialised from the round's seed.
     model = build_network(spec, seed=config.seed).to(device)
-    # Early stopping watches validation NLL (as in the BatchBALD paper); the same items then
-    # report accuracy, which selects only the epoch count, never a weight, from them.
-    x_val, y_val = _seen_class_subset(tensors)
+    # Early stopping watches its own share of the validation items (see split_validation).
+    x_val, y_val = _seen_class_subset(tensors.x_stop, tensors.y_stop, tensors.y_train)
     report = fit(
         model,
         tensors.x_train,
@@ -596,10 +635,11 @@ def _train(
     return model, report
 
 
-def _seen_class_subset(tensors: _Tensors) -> tuple[torch.Tensor, torch.Tensor]:
-    seen = torch.unique(tensors.y_train)
-    keep = torch.isin(tensors.y_val, seen)
-    return tensors.x_val[keep], tensors.y_val[keep]
+def _seen_class_subset(
+    x: torch.Tensor, y: torch.Tensor, y_train: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    keep = torch.isin(y, torch.unique(y_train))
+    return x[keep], y[keep]
 
 
 def _evaluate(
@@ -619,6 +659,9 @@ def _evaluate(
         "validation_items": 0,
         "validation_items_unseen_classes": 0,
         "validation_items_without_label": data.validation_without_label,
+        # Items that only steered early stopping; equal to the reporting set when too few.
+        "early_stopping_items": len(tensors.y_stop),
+        "early_stopping_items_shared": len(data.validation) < MIN_VALIDATION_TO_SPLIT,
     }
     if len(tensors.y_val) == 0:
         notes.append(NO_VALIDATION_NOTE)

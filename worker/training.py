@@ -15,6 +15,7 @@ import math
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import Tensor
@@ -24,17 +25,15 @@ from worker.networks import MCDropoutNetwork
 
 logger = logging.getLogger(__name__)
 
-# An "epoch" is at least this many steps: with 20 labels one pass is a single step, far too
-# little signal between two early-stopping checks.
-MIN_STEPS_PER_EPOCH = 20
 # Without a usable validation set, train for this many passes over the labels (or min_steps,
 # whichever is more): the budget grows with the labelled set, since more labels beat more
 # epochs on a fixed set.
 BUDGET_EPOCHS = 20
-# Early stopping only needs a stable NLL estimate; more validation items cost time each epoch.
+# Early stopping only needs a stable estimate; more validation items cost time each epoch.
 MAX_VALIDATION_ITEMS = 2_048
 EVAL_BATCH = 512
 _EARLY_STOP_MIN_DELTA = 1e-4
+EarlyStopMetric = Literal["accuracy", "nll"]
 
 
 @dataclass(frozen=True)
@@ -45,8 +44,14 @@ class TrainConfig:
         seed: seeds batch sampling and training dropout.
         learning_rate: Adam's step size.
         batch_size: items per step.
+        epoch_steps: optimiser steps between two early-stopping checks (at least one pass
+            over the labels). The BatchBALD reference uses 5,056 sampled items = 79 steps of
+            64: with 20 labels a single pass is one step, far too little signal per check.
         max_epochs: hard limit on early-stopping epochs.
-        patience: epochs without a better validation NLL before stopping.
+        patience: epochs without a better validation score before stopping.
+        stop_on: the validation score early stopping watches. Accuracy, as the reference
+            does: validation NLL bottoms out early (the network grows over-confident on the
+            items it gets wrong) while accuracy is still rising.
         min_validation_for_early_stopping: below this many validation items, train for the
             step budget instead.
         balanced_below: sample class-balanced batches while fewer labels than this.
@@ -57,8 +62,10 @@ class TrainConfig:
     seed: int = 0
     learning_rate: float = 1e-3
     batch_size: int = 64
-    max_epochs: int = 200
+    epoch_steps: int = 79
+    max_epochs: int = 30
     patience: int = 3
+    stop_on: EarlyStopMetric = "accuracy"
     min_validation_for_early_stopping: int = 50
     balanced_below: int = 200
     min_steps: int = 500
@@ -68,14 +75,17 @@ class TrainConfig:
 @dataclass(frozen=True)
 class FitReport:
     """What a fit did: epochs (passes-equivalent for the step budget), optimiser steps,
-    whether early stopping ended it, the best validation NLL (None without validation) and
-    the wall time."""
+    whether early stopping ended it, the validation accuracy and NLL of the weights kept
+    (None without validation) and the wall time."""
 
     epochs: int
     steps: int
     early_stopped: bool
     best_validation_nll: float | None
     seconds: float
+    best_validation_accuracy: float | None = None
+    # The validation score after each early-stopping epoch, in order.
+    history: tuple[ValidationScore, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -118,8 +128,9 @@ def fit(
     """Trains a freshly built network in place with Adam and keeps its best weights.
 
     With at least ``config.min_validation_for_early_stopping`` validation items, trains in
-    epochs and stops after ``patience`` epochs without a better validation NLL, restoring the
-    best weights (as in the BatchBALD paper). Otherwise trains for a step budget that grows
+    epochs of ``config.epoch_steps`` steps and stops after ``patience`` epochs without a
+    better validation score (``config.stop_on``), restoring the best weights (as in the
+    BatchBALD paper). Otherwise trains for a step budget that grows
     with the number of labels. Batches are class-balanced while the labelled set is small, so
     a class with two labels is not drowned out.
 
@@ -156,24 +167,35 @@ def fit(
             loss.backward()
             optimizer.step()
 
-    best: float | None
+    best: ValidationScore | None
+    history: list[ValidationScore] = []
     if val is not None and len(val[1]) >= config.min_validation_for_early_stopping:
-        epochs, steps, stopped, best = _fit_early_stopping(model, train_steps, val, y_train, config)
+        epochs, steps, stopped, best = _fit_early_stopping(
+            model, train_steps, val, y_train, config, history
+        )
     else:
         steps = step_budget(len(y_train), config)
         train_steps(steps)
         epochs = max(1, steps * config.batch_size // len(y_train))
         stopped = False
-        best = _validation_nll(model, *val, config) if val is not None and len(val[1]) else None
+        best = validation_score(model, *val, config) if val is not None and len(val[1]) else None
     model.eval()
-    report = FitReport(epochs, steps, stopped, best, time.perf_counter() - started)
+    report = FitReport(
+        epochs,
+        steps,
+        stopped,
+        best.nll if best else None,
+        time.perf_counter() - started,
+        best.accuracy if best else None,
+        tuple(history),
+    )
     logger.info(
-        "fit %d labels: %d epochs, %d steps, early_stopped=%s, val_nll=%s, %.2f s",
+        "fit %d labels: %d epochs, %d steps, early_stopped=%s, val=%s, %.2f s",
         len(y_train),
         report.epochs,
         report.steps,
         report.early_stopped,
-        f"{best:.4f}" if best is not None else None,
+        best,
         report.seconds,
     )
     return report
@@ -190,25 +212,27 @@ def _fit_early_stopping(
     val: tuple[Tensor, Tensor],
     y_train: Tensor,
     config: TrainConfig,
-) -> tuple[int, int, bool, float]:
-    per_epoch = max(MIN_STEPS_PER_EPOCH, math.ceil(len(y_train) / config.batch_size))
-    best_nll, best_state, bad_epochs, epoch = math.inf, None, 0, 0
-    stopped = False
+    history: list[ValidationScore],
+) -> tuple[int, int, bool, ValidationScore]:
+    per_epoch = max(config.epoch_steps, math.ceil(len(y_train) / config.batch_size))
+    best: ValidationScore | None = None
+    best_state, bad_epochs, epoch, stopped = None, 0, 0, False
     while epoch < config.max_epochs:
         epoch += 1
         train_steps(per_epoch)
-        nll = _validation_nll(model, *val, config)
-        if nll < best_nll - _EARLY_STOP_MIN_DELTA:
-            best_nll, bad_epochs = nll, 0
+        score = validation_score(model, *val, config)
+        history.append(score)
+        if best is None or score.better_than(best, config.stop_on):
+            best, bad_epochs = score, 0
             best_state = copy.deepcopy(model.state_dict())
         else:
             bad_epochs += 1
             if bad_epochs >= config.patience:
                 stopped = True
                 break
-    if best_state is not None:
-        model.load_state_dict(best_state)
-    return epoch, epoch * per_epoch, stopped, best_nll
+    assert best is not None and best_state is not None  # max_epochs >= 1
+    model.load_state_dict(best_state)
+    return epoch, epoch * per_epoch, stopped, best
 
 
 def _batch_indices(y_train: Tensor, config: TrainConfig) -> Iterator[Tensor]:
@@ -250,19 +274,37 @@ def _validation_subset(
     return x_val.to(device), y_val.to(device)
 
 
+@dataclass(frozen=True)
+class ValidationScore:
+    """Accuracy and mean NLL of the deterministic (dropout-off) prediction."""
+
+    accuracy: float
+    nll: float
+
+    def better_than(self, other: ValidationScore, metric: EarlyStopMetric) -> bool:
+        # A plateau is no improvement: patience runs out on it, as in the reference.
+        if metric == "accuracy":
+            return self.accuracy > other.accuracy
+        return self.nll < other.nll - _EARLY_STOP_MIN_DELTA
+
+    def __str__(self) -> str:
+        return f"acc {self.accuracy:.4f} nll {self.nll:.4f}"
+
+
 @torch.inference_mode()
-def _validation_nll(
+def validation_score(
     model: MCDropoutNetwork, x_val: Tensor, y_val: Tensor, config: TrainConfig
-) -> float:
-    """Mean NLL of the deterministic (dropout-off) prediction: cheap and stable per epoch."""
+) -> ValidationScore:
+    """Scores the dropout-off prediction: one cheap, stable pass per epoch."""
     model.eval()
-    total = 0.0
+    nll_sum, correct = 0.0, 0
     for start in range(0, len(y_val), EVAL_BATCH):
         with _autocast(x_val.device, config.bf16):
-            logits = model(x_val[start : start + EVAL_BATCH])
+            logits = model(x_val[start : start + EVAL_BATCH]).float()
         rows = y_val[start : start + EVAL_BATCH]
-        total += float(F.cross_entropy(logits.float(), rows, reduction="sum"))
-    return total / len(y_val)
+        nll_sum += float(F.cross_entropy(logits, rows, reduction="sum"))
+        correct += int((logits.argmax(dim=1) == rows).sum())
+    return ValidationScore(correct / len(y_val), nll_sum / len(y_val))
 
 
 def _autocast(device: torch.device, bf16: bool) -> contextlib.AbstractContextManager[object]:

@@ -67,9 +67,8 @@ def wk_context(wk_settings: Settings, wk_sent: Sent) -> Iterator[WorkerContext]:
     wk_settings.data_dir.mkdir(parents=True, exist_ok=True)
     upgrade_database(wk_settings.resolved_database_url)
     context = WorkerContext.from_settings(wk_settings, enqueue=wk_sent)
-    # A shorter schedule for rounds without early stopping (no validation set): these tests
-    # check what a round writes, not how well 500 steps train.
-    context.train_config = TrainConfig(min_steps=60, max_epochs=30)
+    # A shorter schedule: these tests check what a round writes, not how well it trains.
+    context.train_config = TrainConfig(min_steps=60, epoch_steps=20, max_epochs=30)
     context.images = ImageCache(
         wk_settings.cache_dir, max_pixels=wk_settings.max_image_pixels, threads=1
     )

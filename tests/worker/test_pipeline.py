@@ -38,6 +38,7 @@ from worker.pipeline import (
     majority_label,
     recover_rounds,
     run_round,
+    split_validation,
 )
 
 PHASES = {"load", "train", "evaluate", "infer", "select", "write", "total"}
@@ -111,7 +112,11 @@ def test_round_trains_evaluates_scores_and_writes_one_consistent_round(
     assert metrics["accuracy"] > 0.5, metrics  # 60 labels of real digits: far above 0.1
     assert metrics["nll"] is not None and metrics["nll"] < 2.3
     assert set(metrics["per_class_accuracy"]) == {str(d) for d in range(10)}
-    assert metrics["validation_items"] == 200 and metrics["train_items"] == 60
+    # A quarter of the 200 validation items only steered early stopping; the rest report.
+    stopping = metrics["early_stopping_items"]
+    assert 30 < stopping < 70 and not metrics["early_stopping_items_shared"]
+    assert metrics["validation_items"] == 200 - stopping and metrics["train_items"] == 60
+    assert metrics["fit"]["stopped_on"] == "accuracy"
     assert metrics["classes_seen"] == [str(d) for d in range(10)]
     assert metrics["fit"]["steps"] > 0 and metrics["device"] in {"cpu", "cuda", "cuda:0", "mps"}
     assert metrics["note"] is None
@@ -175,6 +180,26 @@ def test_a_round_with_no_labels_queues_the_seeded_random_order(
     assert rnd.metrics["note"].startswith(NO_LABELS_NOTE)
     assert rnd.metrics["accuracy"] is None and rnd.metrics["train_items"] == 0
     assert rnd.strategy == "random" and _predictions(wk_session, round_id) == {}
+
+
+def test_validation_items_split_stably_into_early_stopping_and_reporting() -> None:
+    items = [ItemImage(item_id, f"key{item_id}") for item_id in range(1, 5_001)]
+    stopping, reporting = split_validation(items)
+    assert 900 < len(stopping) < 1_150  # about the paper's 1,024
+    everything = {it.item_id for it in stopping} | {it.item_id for it in reporting}
+    assert everything == set(range(1, 5_001))
+    assert not {it.item_id for it in stopping} & {it.item_id for it in reporting}
+    # A larger set only moves items from early stopping to reporting, never back.
+    smaller_stopping, smaller_reporting = split_validation(items[:4_000])
+    assert 900 < len(smaller_stopping) < 1_100  # a quarter
+    old_ids = set(range(1, 4_001))
+    assert {it.item_id for it in stopping} & old_ids <= {it.item_id for it in smaller_stopping}
+    assert {it.item_id for it in smaller_reporting} <= {it.item_id for it in reporting}
+    # Spread over the whole id range, not the first or last items uploaded.
+    ids = sorted(it.item_id for it in stopping)
+    assert ids[0] < 100 and ids[-1] > 4_900
+    few = items[:150]
+    assert split_validation(few) == (few, few)
 
 
 def test_labels_for_only_some_classes_train_and_report_over_the_classes_seen(

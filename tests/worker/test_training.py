@@ -13,12 +13,12 @@ from worker.networks import NetworkSpec, build_network
 from worker.training import (
     TrainConfig,
     _batch_indices,
-    _validation_nll,
     evaluate,
     fit,
     mc_log_probs,
     pick_device,
     step_budget,
+    validation_score,
 )
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
@@ -59,22 +59,29 @@ def test_fit_learns_digits_well_above_chance() -> None:
     assert report.seconds < 60
 
 
-def test_early_stopping_restores_the_best_validation_weights() -> None:
+@pytest.mark.parametrize("stop_on", ["accuracy", "nll"])
+def test_early_stopping_keeps_the_weights_of_the_best_epoch(stop_on: str) -> None:
     x_train, y_train, x_val, y_val, *_ = split(60)
     model = fresh()
-    report = fit(
-        model,
-        x_train,
-        y_train,
-        config=TrainConfig(seed=1, patience=2),
-        x_val=x_val,
-        y_val=y_val,
-        device=CPU,
-    )
-    assert report.early_stopped and report.best_validation_nll is not None
-    assert report.epochs < TrainConfig().max_epochs
-    nll_now = _validation_nll(model, x_val, y_val, TrainConfig())
-    assert nll_now == pytest.approx(report.best_validation_nll, abs=1e-5)
+    config = TrainConfig(seed=1, patience=2, epoch_steps=20, stop_on=stop_on)  # type: ignore[arg-type]
+    report = fit(model, x_train, y_train, config=config, x_val=x_val, y_val=y_val, device=CPU)
+    assert report.early_stopped and report.epochs < config.max_epochs
+    assert len(report.history) == report.epochs and report.steps == 20 * report.epochs
+    if stop_on == "accuracy":
+        assert report.best_validation_accuracy == max(s.accuracy for s in report.history)
+    else:
+        assert report.best_validation_nll == min(s.nll for s in report.history)
+    # The last patience epochs brought no improvement, and their weights were thrown away.
+    now = validation_score(model, x_val, y_val, config)
+    assert now.accuracy == report.best_validation_accuracy
+    assert now.nll == pytest.approx(report.best_validation_nll, abs=1e-5)
+
+
+def test_an_epoch_is_the_configured_steps_or_one_pass_over_the_labels() -> None:
+    x_train, y_train, x_val, y_val, *_ = split(300)
+    config = TrainConfig(seed=0, epoch_steps=2, max_epochs=2, patience=5)
+    report = fit(fresh(), x_train, y_train, config=config, x_val=x_val, y_val=y_val, device=CPU)
+    assert report.epochs == 2 and report.steps == 2 * math.ceil(300 / 64)
 
 
 def test_fit_is_deterministic_under_a_seed_and_leaves_the_global_rng_alone() -> None:
