@@ -11,7 +11,7 @@ import sys
 import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Annotated, TextIO, TypeVar
+from typing import Annotated, Any, TextIO, TypeVar
 
 import numpy as np
 import typer
@@ -223,18 +223,19 @@ def _run(
     # Uvicorn shuts down gracefully on SIGTERM, then raises the signal again; with the
     # default handler that would kill this process before the worker is stopped.
     previous = signal.signal(signal.SIGTERM, _exit_on_signal)
+    # access_log=False: the request metrics replace it (app.logging silences it anyway),
+    # and uvicorn would still format every line's arguments before the level check.
     try:
-        if workers > 1:
-            uvicorn.run(
-                target,  # type: ignore[arg-type]
-                host=host,
-                port=port,
-                log_config=None,
-                factory=True,
-                workers=workers,
-            )
-        else:
-            uvicorn.run(target, host=host, port=port, log_config=None)  # type: ignore[arg-type]
+        # Several workers need an import string to a factory; one runs the app object.
+        many: dict[str, Any] = {"factory": True, "workers": workers} if workers > 1 else {}
+        uvicorn.run(
+            target,  # type: ignore[arg-type]
+            host=host,
+            port=port,
+            log_config=None,
+            access_log=False,
+            **many,
+        )
     finally:
         signal.signal(signal.SIGTERM, previous)
         if worker_process is not None:

@@ -26,6 +26,9 @@ class Settings(BaseSettings):
     broker_url: str | None = None
     secret_key: str = DEFAULT_SECRET
     lease_seconds: int = 600
+    # How long a process trusts a token it has checked: a rotated token or a deleted
+    # annotator stops working everywhere within this many seconds. 0: check every request.
+    token_cache_seconds: float = 5.0
     max_upload_bytes: int = 512 * 1024 * 1024
     max_image_pixels: int = 40_000_000
     max_zip_members: int = 200_000

@@ -10,11 +10,11 @@ from celery import Celery
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import bindparam, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from app.config import Settings
 from app.models import Annotator, Role
-from app.security import hash_token
+from app.security import TokenCache, TokenOwner, hash_token
 from app.storage import LocalImageStore
 
 # Dependencies that do no I/O are `async def`: FastAPI runs sync ones in the thread pool,
@@ -70,16 +70,32 @@ def _unauthorized(message: str) -> HTTPException:
 _BY_TOKEN = select(Annotator).where(Annotator.token_hash == bindparam("token_hash"))
 
 
-def get_current_user(
-    session: SessionDep,
+def _find_token_owner(factory: sessionmaker[Session], token_hash: str) -> TokenOwner | None:
+    # Its own short session: the request's session opens no transaction for auth.
+    with factory() as session:
+        annotator = session.scalar(_BY_TOKEN, {"token_hash": token_hash})
+        return TokenOwner.of(annotator) if annotator is not None else None
+
+
+async def get_current_user(
+    request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Annotator:
+    """Who is calling. Async so that a cache hit (nearly every request) costs no query and
+    no hop to a worker thread; see `TokenCache` for how long a revoked token may live."""
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise _unauthorized("Sign in: send your API token as 'Authorization: Bearer <token>'.")
-    user = session.scalar(_BY_TOKEN, {"token_hash": hash_token(credentials.credentials)})
-    if user is None:
-        raise _unauthorized("This API token is not valid; ask an admin for a new one.")
-    return user
+    token_hash = hash_token(credentials.credentials)
+    cache: TokenCache | None = request.app.state.token_cache
+    owner = cache.get(token_hash) if cache is not None else None
+    if owner is None:
+        factory = request.app.state.session_factory
+        owner = await to_thread.run_sync(_find_token_owner, factory, token_hash)
+        if owner is None:
+            raise _unauthorized("This API token is not valid; ask an admin for a new one.")
+        if cache is not None:
+            cache[token_hash] = owner
+    return owner.as_annotator()
 
 
 CurrentUser = Annotated[Annotator, Depends(get_current_user)]

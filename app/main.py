@@ -25,9 +25,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from app.api import routers
 from app.api.health import Instruments, make_instruments
 from app.config import REPO_ROOT, Settings, get_settings
-from app.db import make_engine, make_session_factory
+from app.db import make_engine, make_session_factory, ping_idle_connections
 from app.logging import configure_logging
 from app.migrate import upgrade_database
+from app.security import make_token_cache
 from app.services import ServiceError
 from app.storage import LocalImageStore
 from worker.celery_app import make_celery
@@ -37,6 +38,8 @@ logger = logging.getLogger(__name__)
 FRONTEND_DIR = REPO_ROOT / "frontend"
 # Threads serving sync endpoints; below app.db's PostgreSQL pool of 20 (+20 overflow).
 REQUEST_THREADS = 16
+# Pooled PostgreSQL connections idle longer than this are pinged before use.
+IDLE_PING_SECONDS = 5.0
 VERSION = "0.1.0"
 
 
@@ -73,6 +76,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.store = LocalImageStore(settings.image_dir)
     app.state.celery = make_celery(settings)
     app.state.instruments = make_instruments()
+    app.state.token_cache = make_token_cache(settings.token_cache_seconds)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes)
     app.add_middleware(RequestMetrics, instruments=app.state.instruments)
     _add_error_handlers(app)
@@ -91,7 +95,9 @@ def _make_api_engine(url: str) -> Engine:
         # One pooled connection per request thread (SQLite connections are cheap to keep,
         # costly to open: WAL and cache pragmas run on each).
         return make_engine(url, pool_size=REQUEST_THREADS, max_overflow=REQUEST_THREADS)
-    return make_engine(url)
+    engine = make_engine(url, pool_pre_ping=False)
+    ping_idle_connections(engine, idle_seconds=IDLE_PING_SECONDS)
+    return engine
 
 
 def _more_sqlite_cache(dbapi_connection: Any, _record: Any) -> None:
@@ -264,6 +270,10 @@ class BodySizeLimit:
             error = BodyTooLarge(self.max_bytes)
             response = JSONResponse(status_code=413, content={"detail": error.detail})
             await response(scope, receive, send)
+            return
+        if declared is not None:
+            # The server reads exactly Content-Length bytes of body: nothing to count.
+            await self.app(scope, receive, send)
             return
         received = 0
 

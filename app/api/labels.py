@@ -7,10 +7,12 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Request, Response, status
 
 from app.api.health import instruments
+from app.api.responses import model_response
 from app.deps import API_PREFIX, CeleryDep, CurrentUser, SessionDep, SettingsDep
+from app.models import Project
 from app.schemas import ErrorMessage, LabelCreate, LabelPublic, SkipPublic
 from app.services import labels as service
-from app.services.items import get_visible_item, visible_item
+from app.services.items import get_visible_item, label_target
 from app.services.rounds import maybe_trigger_round
 
 router = APIRouter(prefix=f"{API_PREFIX}/items", tags=["labels"])
@@ -31,6 +33,7 @@ REPLAYED_HEADER = "Idempotent-Replayed"
 @router.post(
     "/{item_id}/labels",
     status_code=status.HTTP_201_CREATED,
+    response_model=LabelPublic,
     summary="Label an item; a second label from you replaces the first",
     responses={
         201: {
@@ -49,34 +52,38 @@ def create_label(
     item_id: int,
     body: LabelCreate,
     request: Request,
-    response: Response,
     session: SessionDep,
     celery: CeleryDep,
     user: CurrentUser,
     idempotency_key: IdempotencyKey = None,
-) -> LabelPublic:
-    visible = visible_item(session=session, user=user, item_id=item_id)
+) -> Response:
+    target = label_target(session=session, user=user, item_id=item_id)
     result = service.create_label(
         session=session,
-        item=visible.item,
+        item=target,
         annotator=user,
         label=body.label,
         ms_spent=body.ms_spent,
-        classes=visible.project.classes,
+        classes=target.classes,
         idempotency_key=idempotency_key,
+        item_locked=True,
     )
     if result.replayed:
         # Nothing was written: no new label to count, no round to trigger.
-        response.headers[REPLAYED_HEADER] = "true"
-        return _public(result)
+        return _created(_public(result), headers={REPLAYED_HEADER: "true"})
     instruments(request).labels_created.inc()
     # After the label is committed: a failure here must not lose it. Skipped while a round
     # was active when the item was read; if the worker finished it since, the next label
     # triggers instead.
     triggered = None
-    if not visible.round_active:
-        triggered = maybe_trigger_round(session=session, celery=celery, project=visible.project)
-    return _public(result, round_enqueued=triggered.id if triggered is not None else None)
+    if not target.round_active:
+        project = session.get_one(Project, target.project_id)
+        triggered = maybe_trigger_round(session=session, celery=celery, project=project)
+    return _created(_public(result, round_enqueued=triggered.id if triggered is not None else None))
+
+
+def _created(label: LabelPublic, *, headers: dict[str, str] | None = None) -> Response:
+    return model_response(label, status_code=status.HTTP_201_CREATED, headers=headers)
 
 
 def _public(result: service.LabelResult, *, round_enqueued: int | None = None) -> LabelPublic:

@@ -5,21 +5,22 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response, status
+from sqlalchemy.orm import Session
 
 from app.api.health import instruments
+from app.api.responses import next_items_response
 from app.deps import API_PREFIX, CurrentUser, SessionDep, SettingsDep
-from app.models import Project
 from app.schemas import ErrorMessage, NextItem, PredictionPublic
 from app.services import items as item_service
 from app.services.leases import hand_back
-from app.services.projects import get_visible_project
-from app.services.queue import Served, next_items
+from app.services.queue import QueueProject, Served, next_items, visible_queue_project
 
 router = APIRouter(prefix=API_PREFIX, tags=["queue"])
 
 
 @router.get(
     "/projects/{project_id}/next",
+    response_model=list[NextItem],
     summary="Up to n items to label next, best first; each is leased to you",
 )
 def get_next(
@@ -29,8 +30,8 @@ def get_next(
     settings: SettingsDep,
     user: CurrentUser,
     n: Annotated[int, Query(ge=1, le=100, description="How many items.")] = 1,
-) -> list[NextItem]:
-    project = get_visible_project(session=session, user=user, project_id=project_id)
+) -> Response:
+    project = visible_queue_project(session=session, user=user, project_id=project_id)
     served = next_items(
         session=session,
         project=project,
@@ -41,7 +42,7 @@ def get_next(
     counter = instruments(request).next_served
     for entry in served:
         counter.labels(strategy=entry.pick.strategy).inc()
-    return _to_public(session=session, project=project, served=served)
+    return next_items_response(_to_public(session=session, project=project, served=served))
 
 
 @router.delete(
@@ -57,7 +58,7 @@ def release_lease(item_id: int, session: SessionDep, user: CurrentUser) -> Respo
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
-def _to_public(*, session: SessionDep, project: Project, served: list[Served]) -> list[NextItem]:
+def _to_public(*, session: Session, project: QueueProject, served: list[Served]) -> list[NextItem]:
     # Served items are unlabelled, so there is no `my_label` to look up.
     items = item_service.to_public(
         session=session, items=[entry.item for entry in served], annotator_id=None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from sqlalchemy import ColumnElement, bindparam, exists, select
 from sqlalchemy.orm import Session
@@ -19,8 +20,45 @@ from app.models import (
     Split,
 )
 from app.schemas import ItemPage, ItemPublic, ItemStatus
-from app.services import NotFound
+from app.services import NotFound, table_of
 from app.services.labels import my_labels
+
+
+class ItemFields(Protocol):
+    """The columns ItemPublic shows: an Item, or a Core row of ITEM_FIELD_NAMES (hot paths
+    read rows; building ORM objects costs more than the query)."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def project_id(self) -> int: ...
+    @property
+    def filename(self) -> str: ...
+    @property
+    def width(self) -> int: ...
+    @property
+    def height(self) -> int: ...
+    @property
+    def split(self) -> Split: ...
+    @property
+    def known_label(self) -> str | None: ...
+    @property
+    def label_count(self) -> int: ...
+    @property
+    def decode_error(self) -> str | None: ...
+
+
+ITEM_FIELD_NAMES = (
+    "id",
+    "project_id",
+    "filename",
+    "width",
+    "height",
+    "split",
+    "known_label",
+    "label_count",
+    "decode_error",
+)
 
 
 def image_url(item_id: int) -> str:
@@ -47,6 +85,58 @@ _VISIBLE_ITEM = (
 
 
 @dataclass(frozen=True)
+class LabelTarget:
+    """What labelling needs to know about an item, read as one Core row."""
+
+    id: int
+    project_id: int
+    classes: list[str]
+    round_active: bool
+
+
+_ITEMS = table_of(Item)
+_PROJECTS = table_of(Project)
+_ROUNDS = table_of(Round)
+_MEMBERS = table_of(ProjectMember)
+_LABEL_TARGET = (
+    select(
+        _ITEMS.c.id,
+        _ITEMS.c.project_id,
+        _PROJECTS.c.classes,
+        exists()
+        .where(
+            _MEMBERS.c.project_id == _ITEMS.c.project_id,
+            _MEMBERS.c.annotator_id == bindparam("me"),
+        )
+        .label("is_member"),
+        exists()
+        .where(
+            _ROUNDS.c.project_id == _ITEMS.c.project_id,
+            _ROUNDS.c.status.in_(ACTIVE_ROUND_STATUSES),
+        )
+        .label("round_active"),
+    )
+    .join(_PROJECTS, _PROJECTS.c.id == _ITEMS.c.project_id)
+    .where(_ITEMS.c.id == bindparam("item_id"))
+    # PostgreSQL: the row lock `create_label` needs, taken by this first read instead of a
+    # statement of its own (SQLite has no row locks and renders nothing).
+    .with_for_update(of=_ITEMS)
+)
+
+
+def label_target(*, session: Session, user: Annotator, item_id: int) -> LabelTarget:
+    """`visible_item` for labelling, without loading ORM objects; else NotFound.
+
+    Locks the item's row until the transaction ends (PostgreSQL): pass `item_locked=True`
+    to `create_label` in the same transaction.
+    """
+    row = session.execute(_LABEL_TARGET, {"item_id": item_id, "me": user.id}).one_or_none()
+    if row is None or not (row.is_member or user.role == Role.admin):
+        raise NotFound(f"Item {item_id} does not exist or is in a project you are not in.")
+    return LabelTarget(row.id, row.project_id, row.classes, bool(row.round_active))
+
+
+@dataclass(frozen=True)
 class VisibleItem:
     item: Item
     project: Project
@@ -67,7 +157,7 @@ def visible_item(*, session: Session, user: Annotator, item_id: int) -> VisibleI
 
 
 def to_public(
-    *, session: Session, items: Sequence[Item], annotator_id: int | None
+    *, session: Session, items: Sequence[ItemFields], annotator_id: int | None
 ) -> list[ItemPublic]:
     """Public shapes; `annotator_id` fills `my_label` (None: skip that query)."""
     mine: dict[int, str] = {}

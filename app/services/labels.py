@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Protocol
 
 from sqlalchemy import (
     ColumnElement,
@@ -68,9 +69,18 @@ class LabelResult:
     replayed: bool = False
 
 
+class ItemKey(Protocol):
+    """Which item, in which project: an Item, or a lighter row (see `label_target`)."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def project_id(self) -> int: ...
+
+
 @dataclass(frozen=True)
 class _LabelRequest:
-    item: Item
+    item: ItemKey
     annotator_id: int
     label: str
     key: str | None  # the Idempotency-Key header
@@ -145,16 +155,18 @@ _CLASSES = select(Project.classes).where(Project.id == bindparam("project_id"))
 def create_label(
     *,
     session: Session,
-    item: Item,
+    item: ItemKey,
     annotator: Annotator,
     label: str,
     ms_spent: int | None = None,
     classes: Sequence[str] | None = None,
     idempotency_key: str | None = None,
+    item_locked: bool = False,
 ) -> LabelResult:
     """Record the annotator's label for the item, replacing their previous one.
 
-    `classes` are the project's, when the caller already has them (saves a query). With an
+    `classes` are the project's, when the caller already has them (saves a query);
+    `item_locked`: this transaction already holds the item's row lock (saves another). With an
     `idempotency_key` the annotator already used for this item and label, nothing is written
     and the label that request made comes back (`replayed`); used for anything else: Invalid.
     """
@@ -167,7 +179,9 @@ def create_label(
     if label not in classes:
         raise Invalid(f"{label!r} is not one of this project's classes: {', '.join(classes)}.")
     try:
-        return _write_label(session=session, request=request, ms_spent=ms_spent)
+        return _write_label(
+            session=session, request=request, ms_spent=ms_spent, item_locked=item_locked
+        )
     except IntegrityError:
         # A concurrent request with the same key committed first: answer with its label.
         session.rollback()
@@ -177,11 +191,14 @@ def create_label(
         return replay
 
 
-def _write_label(*, session: Session, request: _LabelRequest, ms_spent: int | None) -> LabelResult:
+def _write_label(
+    *, session: Session, request: _LabelRequest, ms_spent: int | None, item_locked: bool
+) -> LabelResult:
     item, me = request.item, request.annotator_id
     now = utcnow()
     mine = {"p_item": item.id, "p_me": me, "p_now": now}
-    _lock_item(session=session, item_id=item.id)
+    if not item_locked:
+        _lock_item(session=session, item_id=item.id)
     replaced = session.scalar(_RETIRE, mine) is not None
     round_id = release_lease(session=session, item_id=item.id, annotator_id=me)
     row = {

@@ -37,9 +37,13 @@ def get_visible_project(*, session: Session, user: Annotator, project_id: int) -
     so a token cannot probe which projects exist."""
     row = session.execute(_VISIBLE_PROJECT, {"project_id": project_id, "me": user.id}).one_or_none()
     if row is None or not (row[1] or user.role == Role.admin):
-        raise NotFound(f"Project {project_id} does not exist or you are not a member of it.")
+        raise project_not_visible(project_id)
     project: Project = row[0]
     return project
+
+
+def project_not_visible(project_id: int) -> NotFound:
+    return NotFound(f"Project {project_id} does not exist or you are not a member of it.")
 
 
 def member_project_ids(*, session: Session, user: Annotator) -> set[int] | None:

@@ -10,6 +10,8 @@ every query walks an index in the order it returns rows: no sort, no scan of the
 
 `next` is the hottest endpoint, so its statements are built once, here, with bound
 parameters: SQLAlchemy then reuses their compiled form instead of rebuilding them per call.
+They are Core statements on the tables that read only the columns the answer shows: rows,
+not ORM objects (building an ORM object costs more than the query on SQLite).
 """
 
 from __future__ import annotations
@@ -17,25 +19,30 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import DateTime, Integer, bindparam, exists, select
 from sqlalchemy.orm import Session
 
 from app.models import (
+    Annotator,
     Item,
     Lease,
     Prediction,
     Project,
+    ProjectMember,
     QueueEntry,
+    Role,
     Round,
     RoundStatus,
     Skip,
     Split,
     utcnow,
 )
-from app.services import begin_write
+from app.services import begin_write, table_of
+from app.services.items import ITEM_FIELD_NAMES, ItemFields
 from app.services.leases import grant_leases, lease_expiry
+from app.services.projects import project_not_visible
 
 RANDOM = "random"
 # Another process may lease an item between our read and our write (the upsert then
@@ -44,8 +51,25 @@ _MAX_ATTEMPTS = 4
 
 
 @dataclass(frozen=True)
+class DoneRound:
+    """What `next` needs of the latest done round."""
+
+    id: int
+    strategy: str
+
+
+@dataclass(frozen=True)
+class QueueProject:
+    """A project as `next` sees it: its classes and the round whose queue it serves."""
+
+    id: int
+    classes: list[str]
+    done_round: DoneRound | None
+
+
+@dataclass(frozen=True)
 class Pick:
-    item: Item
+    item: ItemFields
     round_id: int | None
     rank: int | None
     score: float | None
@@ -58,9 +82,9 @@ class Pick:
 
 @dataclass(frozen=True)
 class Served:
-    item: Item
+    item: ItemFields
     pick: Pick
-    prediction: Prediction | None
+    prediction: PredictionFields | None
     lease_expires_at: datetime
 
 
@@ -70,10 +94,25 @@ class _Context:
     project_id: int
     annotator_id: int
     now: datetime
-    done_round: Round | None
+    done_round: DoneRound | None
 
     def params(self, **more: Any) -> dict[str, Any]:
         return {"project_id": self.project_id, "me": self.annotator_id, "now": self.now, **more}
+
+
+class PredictionFields(Protocol):
+    """A prediction's columns the answer shows (a Core row has them as attributes)."""
+
+    @property
+    def round_id(self) -> int: ...
+    @property
+    def predicted(self) -> str: ...
+    @property
+    def confidence(self) -> float: ...
+    @property
+    def probabilities(self) -> list[float]: ...
+    @property
+    def score(self) -> float: ...
 
 
 # --- statements -------------------------------------------------------------------------------
@@ -82,81 +121,132 @@ _NOW = bindparam("now", type_=DateTime(timezone=True))
 _ME = bindparam("me", type_=Integer)
 _LIMIT = bindparam("limit", type_=Integer)
 
+_ITEMS = table_of(Item)
+_PROJECTS = table_of(Project)
+_MEMBERS = table_of(ProjectMember)
+_ROUNDS = table_of(Round)
+_QUEUE_ENTRIES = table_of(QueueEntry)
+_PREDICTIONS_TABLE = table_of(Prediction)
+_LEASES = table_of(Lease)
+_SKIPS = table_of(Skip)
+# The columns ItemPublic shows, in the shape of ItemFields.
+_ITEM_FIELDS = tuple(_ITEMS.c[name] for name in ITEM_FIELD_NAMES)
 # Unlabelled, not leased live by anyone, not skipped by the caller.
 _AVAILABLE = (
-    Item.label_count == 0,
-    ~exists().where(Lease.item_id == Item.id, Lease.expires_at >= _NOW),
-    ~exists().where(Skip.item_id == Item.id, Skip.annotator_id == _ME),
+    _ITEMS.c.label_count == 0,
+    ~exists().where(_LEASES.c.item_id == _ITEMS.c.id, _LEASES.c.expires_at >= _NOW),
+    ~exists().where(_SKIPS.c.item_id == _ITEMS.c.id, _SKIPS.c.annotator_id == _ME),
 )
 # PostgreSQL: lock the items a caller is about to lease and skip those another caller has
 # locked (NO KEY UPDATE: labels referencing the item can still be inserted). SQLite
 # ignores it; there the write transaction already makes the read exclusive.
-_SKIP_LOCKED: dict[str, Any] = {"of": Item, "skip_locked": True, "key_share": True}
+_SKIP_LOCKED: dict[str, Any] = {"of": _ITEMS, "skip_locked": True, "key_share": True}
 
-_LATEST_DONE = (
-    select(Round)
-    .where(Round.project_id == bindparam("project_id"), Round.status == RoundStatus.done)
-    .order_by(Round.id.desc())
-    .limit(1)
-)
 # Two index lookups rather than a join: the caller holds few live leases (re-serving them
 # first keeps it at most the largest n asked), and a join lets a planner with stale
 # statistics walk the whole pool instead (seen on PostgreSQL right after a bulk import).
 _OWN_LEASES = (
-    select(Lease.item_id, Lease.round_id)
-    .where(Lease.annotator_id == _ME, Lease.expires_at >= _NOW)
-    .order_by(Lease.expires_at, Lease.item_id)
+    select(_LEASES.c.item_id, _LEASES.c.round_id)
+    .where(_LEASES.c.annotator_id == _ME, _LEASES.c.expires_at >= _NOW)
+    .order_by(_LEASES.c.expires_at, _LEASES.c.item_id)
 )
-_OPEN_ITEMS = select(Item).where(
-    Item.id.in_(bindparam("ids", expanding=True)),
-    Item.project_id == bindparam("project_id"),
-    Item.label_count == 0,
+_OPEN_ITEMS = select(*_ITEM_FIELDS).where(
+    _ITEMS.c.id.in_(bindparam("ids", expanding=True)),
+    _ITEMS.c.project_id == bindparam("project_id"),
+    _ITEMS.c.label_count == 0,
 )
 _QUEUE = (
-    select(Item, QueueEntry.rank, QueueEntry.score, QueueEntry.strategy)
-    .join(QueueEntry, QueueEntry.item_id == Item.id)
-    .where(QueueEntry.round_id == bindparam("round_id"), *_AVAILABLE)
-    .order_by(QueueEntry.rank)
+    select(*_ITEM_FIELDS, _QUEUE_ENTRIES.c.rank, _QUEUE_ENTRIES.c.score, _QUEUE_ENTRIES.c.strategy)
+    .join(_QUEUE_ENTRIES, _QUEUE_ENTRIES.c.item_id == _ITEMS.c.id)
+    .where(_QUEUE_ENTRIES.c.round_id == bindparam("round_id"), *_AVAILABLE)
+    .order_by(_QUEUE_ENTRIES.c.rank)
     .limit(_LIMIT)
     .with_for_update(**_SKIP_LOCKED)
 )
 _BY_SCORE = (
-    select(Item, Prediction.score)
-    .join(Prediction, Prediction.item_id == Item.id)
-    .where(Prediction.round_id == bindparam("round_id"), *_AVAILABLE)
-    .order_by(Prediction.score.desc())
+    select(*_ITEM_FIELDS, _PREDICTIONS_TABLE.c.score)
+    .join(_PREDICTIONS_TABLE, _PREDICTIONS_TABLE.c.item_id == _ITEMS.c.id)
+    .where(_PREDICTIONS_TABLE.c.round_id == bindparam("round_id"), *_AVAILABLE)
+    .order_by(_PREDICTIONS_TABLE.c.score.desc())
     .limit(_LIMIT)
     .with_for_update(**_SKIP_LOCKED)
 )
 # Walks ix_items_pool_order (project_id, split, label_count, random_key).
 _RANDOM = (
-    select(Item)
-    .where(Item.project_id == bindparam("project_id"), Item.split == Split.pool, *_AVAILABLE)
-    .order_by(Item.random_key)
+    select(*_ITEM_FIELDS)
+    .where(_ITEMS.c.project_id == bindparam("project_id"), _ITEMS.c.split == Split.pool)
+    .where(*_AVAILABLE)
+    .order_by(_ITEMS.c.random_key)
     .limit(_LIMIT)
     .with_for_update(**_SKIP_LOCKED)
 )
-_PREDICTIONS = select(Prediction).where(
-    Prediction.round_id == bindparam("round_id"),
-    Prediction.item_id.in_(bindparam("ids", expanding=True)),
+_PREDICTIONS = select(
+    _PREDICTIONS_TABLE.c.item_id,
+    _PREDICTIONS_TABLE.c.round_id,
+    _PREDICTIONS_TABLE.c.predicted,
+    _PREDICTIONS_TABLE.c.confidence,
+    _PREDICTIONS_TABLE.c.probabilities,
+    _PREDICTIONS_TABLE.c.score,
+).where(
+    _PREDICTIONS_TABLE.c.round_id == bindparam("round_id"),
+    _PREDICTIONS_TABLE.c.item_id.in_(bindparam("ids", expanding=True)),
 )
 _QUEUE_FACTS = select(
-    QueueEntry.item_id, QueueEntry.rank, QueueEntry.score, QueueEntry.strategy
+    _QUEUE_ENTRIES.c.item_id,
+    _QUEUE_ENTRIES.c.rank,
+    _QUEUE_ENTRIES.c.score,
+    _QUEUE_ENTRIES.c.strategy,
 ).where(
-    QueueEntry.round_id == bindparam("round_id"),
-    QueueEntry.item_id.in_(bindparam("ids", expanding=True)),
+    _QUEUE_ENTRIES.c.round_id == bindparam("round_id"),
+    _QUEUE_ENTRIES.c.item_id.in_(bindparam("ids", expanding=True)),
 )
+
+
+def _latest_done_subquery(column: Any) -> Any:
+    return (
+        select(column)
+        .where(_ROUNDS.c.project_id == _PROJECTS.c.id, _ROUNDS.c.status == RoundStatus.done)
+        .order_by(_ROUNDS.c.id.desc())
+        .limit(1)
+        .scalar_subquery()
+    )
+
+
+# Visibility, classes and the latest done round in one indexed statement.
+_QUEUE_PROJECT = select(
+    _PROJECTS.c.id,
+    _PROJECTS.c.classes,
+    exists()
+    .where(_MEMBERS.c.project_id == _PROJECTS.c.id, _MEMBERS.c.annotator_id == _ME)
+    .label("is_member"),
+    _latest_done_subquery(_ROUNDS.c.id).label("done_id"),
+    _latest_done_subquery(_ROUNDS.c.strategy).label("done_strategy"),
+).where(_PROJECTS.c.id == bindparam("project_id"))
 
 
 # --- the algorithm ----------------------------------------------------------------------------
 
 
+def visible_queue_project(*, session: Session, user: Annotator, project_id: int) -> QueueProject:
+    """`get_visible_project` for `next`, as one Core row; else NotFound."""
+    row = session.execute(_QUEUE_PROJECT, {"project_id": project_id, "me": user.id}).first()
+    if row is None or not (row.is_member or user.role == Role.admin):
+        raise project_not_visible(project_id)
+    done = DoneRound(row.done_id, row.done_strategy) if row.done_id is not None else None
+    return QueueProject(row.id, row.classes, done)
+
+
 def latest_done_round(*, session: Session, project_id: int) -> Round | None:
-    return session.scalar(_LATEST_DONE, {"project_id": project_id})
+    return session.scalar(
+        select(Round)
+        .where(Round.project_id == project_id, Round.status == RoundStatus.done)
+        .order_by(Round.id.desc())
+        .limit(1)
+    )
 
 
 def next_items(
-    *, session: Session, project: Project, annotator_id: int, n: int, lease_seconds: int
+    *, session: Session, project: QueueProject, annotator_id: int, n: int, lease_seconds: int
 ) -> list[Served]:
     """Up to `n` items for the annotator, each leased to them for `lease_seconds`."""
     now = utcnow()
@@ -166,7 +256,7 @@ def next_items(
         project_id=project.id,
         annotator_id=annotator_id,
         now=now,
-        done_round=latest_done_round(session=session, project_id=project.id),
+        done_round=project.done_round,
     )
     granted: list[Pick] = []
     for _ in range(_MAX_ATTEMPTS):
@@ -225,7 +315,7 @@ def _own_leases(context: _Context, limit: int) -> list[Pick]:
         return []
     ids = [item_id for item_id, _ in leases]
     items = {
-        item.id: item for item in context.session.scalars(_OPEN_ITEMS, context.params(ids=ids))
+        item.id: item for item in context.session.execute(_OPEN_ITEMS, context.params(ids=ids))
     }
     picks = [
         Pick(items[item_id], round_id, None, None, RANDOM)
@@ -239,19 +329,19 @@ def _queue_entries(context: _Context, limit: int) -> list[Pick]:
     assert context.done_round is not None
     round_id = context.done_round.id
     rows = context.session.execute(_QUEUE, context.params(round_id=round_id, limit=limit))
-    return [Pick(item, round_id, rank, score, strategy) for item, rank, score, strategy in rows]
+    return [Pick(row, round_id, row.rank, row.score, row.strategy) for row in rows]
 
 
 def _by_prediction_score(context: _Context, limit: int) -> list[Pick]:
     done = context.done_round
     assert done is not None
     rows = context.session.execute(_BY_SCORE, context.params(round_id=done.id, limit=limit))
-    return [Pick(item, done.id, None, score, done.strategy) for item, score in rows]
+    return [Pick(row, done.id, None, row.score, done.strategy) for row in rows]
 
 
 def _random_pool(context: _Context, limit: int) -> list[Pick]:
-    items = context.session.scalars(_RANDOM, context.params(limit=limit))
-    return [Pick(item, None, None, None, RANDOM) for item in items]
+    rows = context.session.execute(_RANDOM, context.params(limit=limit))
+    return [Pick(row, None, None, None, RANDOM) for row in rows]
 
 
 def _describe(context: _Context, picks: list[Pick]) -> list[Pick]:
@@ -270,7 +360,7 @@ def _round_facts(session: Session, round_id: int, picks: Sequence[Pick]) -> dict
     served_round = session.get(Round, round_id)
     strategy = served_round.strategy if served_round is not None else RANDOM
     params = {"round_id": round_id, "ids": [pick.item_id for pick in picks]}
-    scores = {p.item_id: p.score for p in session.scalars(_PREDICTIONS, params)}
+    scores = {p.item_id: p.score for p in session.execute(_PREDICTIONS, params)}
     entries = {row.item_id: row for row in session.execute(_QUEUE_FACTS, params)}
     facts: dict[int, Pick] = {}
     for pick in picks:
@@ -284,10 +374,10 @@ def _round_facts(session: Session, round_id: int, picks: Sequence[Pick]) -> dict
 
 
 def _served(context: _Context, picks: list[Pick], *, expires_at: datetime) -> list[Served]:
-    predictions: dict[int, Prediction] = {}
+    predictions: dict[int, PredictionFields] = {}
     if picks and context.done_round is not None:
         params = {"round_id": context.done_round.id, "ids": [p.item_id for p in picks]}
-        predictions = {p.item_id: p for p in context.session.scalars(_PREDICTIONS, params)}
+        predictions = {p.item_id: p for p in context.session.execute(_PREDICTIONS, params)}
     return [
         Served(
             item=pick.item,
