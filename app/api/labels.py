@@ -5,15 +5,16 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Request, Response, status
+from sqlalchemy.orm import Session
 
 from app.api.health import instruments
 from app.api.responses import model_response
-from app.deps import API_PREFIX, CeleryDep, CurrentUser, SessionDep, SettingsDep
-from app.models import Project
+from app.deps import API_PREFIX, CeleryDep, CurrentUser, SessionDep, SettingsDep, run_with_session
 from app.schemas import ErrorMessage, LabelCreate, LabelPublic, SkipPublic
+from app.services import begin_write
 from app.services import labels as service
 from app.services.items import get_visible_item, label_target
-from app.services.rounds import maybe_trigger_round
+from app.services.rounds import trigger_round_if_due
 
 router = APIRouter(prefix=f"{API_PREFIX}/items", tags=["labels"])
 
@@ -48,38 +49,49 @@ REPLAYED_HEADER = "Idempotent-Replayed"
         422: {"description": "Not a class, or an Idempotency-Key used for another label"},
     },
 )
-def create_label(
+async def create_label(
     item_id: int,
     body: LabelCreate,
     request: Request,
-    session: SessionDep,
     celery: CeleryDep,
     user: CurrentUser,
     idempotency_key: IdempotencyKey = None,
 ) -> Response:
-    target = label_target(session=session, user=user, item_id=item_id)
-    result = service.create_label(
-        session=session,
-        item=target,
-        annotator=user,
-        label=body.label,
-        ms_spent=body.ms_spent,
-        classes=target.classes,
-        idempotency_key=idempotency_key,
-        item_locked=True,
-    )
+    def label(session: Session) -> tuple[service.LabelResult, int | None]:
+        # The item is read under the write lock (SQLite) or its row lock (PostgreSQL), so
+        # what it says (no labels yet, no round active) still holds when the label is written.
+        begin_write(session)
+        target = label_target(session=session, user=user, item_id=item_id)
+        result = service.create_label(
+            session=session,
+            item=target,
+            annotator=user,
+            label=body.label,
+            ms_spent=body.ms_spent,
+            classes=target.classes,
+            idempotency_key=idempotency_key,
+            item_locked=True,
+            may_replace=target.label_count > 0,
+        )
+        if result.replayed or target.round_active:
+            # Replayed: nothing was written, no round to trigger. A round active when the
+            # item was read: skipped; if the worker finished it since, the next label
+            # triggers instead.
+            return result, None
+        # After the label is committed: a failure here must not lose it.
+        triggered = trigger_round_if_due(
+            session=session,
+            celery=celery,
+            project_id=target.project_id,
+            retrain_every=target.retrain_every,
+        )
+        return result, triggered.id if triggered is not None else None
+
+    result, round_enqueued = await run_with_session(request, label)
     if result.replayed:
-        # Nothing was written: no new label to count, no round to trigger.
         return _created(_public(result), headers={REPLAYED_HEADER: "true"})
     instruments(request).labels_created.inc()
-    # After the label is committed: a failure here must not lose it. Skipped while a round
-    # was active when the item was read; if the worker finished it since, the next label
-    # triggers instead.
-    triggered = None
-    if not target.round_active:
-        project = session.get_one(Project, target.project_id)
-        triggered = maybe_trigger_round(session=session, celery=celery, project=project)
-    return _created(_public(result, round_enqueued=triggered.id if triggered is not None else None))
+    return _created(_public(result, round_enqueued=round_enqueued))
 
 
 def _created(label: LabelPublic, *, headers: dict[str, str] | None = None) -> Response:

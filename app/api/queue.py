@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session
 
 from app.api.health import instruments
 from app.api.responses import next_items_response
-from app.deps import API_PREFIX, CurrentUser, SessionDep, SettingsDep
+from app.deps import API_PREFIX, CurrentUser, SessionDep, SettingsDep, run_with_session
 from app.schemas import ErrorMessage, NextItem, PredictionPublic
 from app.services import items as item_service
 from app.services.leases import hand_back
@@ -23,26 +23,29 @@ router = APIRouter(prefix=API_PREFIX, tags=["queue"])
     response_model=list[NextItem],
     summary="Up to n items to label next, best first; each is leased to you",
 )
-def get_next(
+async def get_next(
     project_id: int,
     request: Request,
-    session: SessionDep,
     settings: SettingsDep,
     user: CurrentUser,
     n: Annotated[int, Query(ge=1, le=100, description="How many items.")] = 1,
 ) -> Response:
-    project = visible_queue_project(session=session, user=user, project_id=project_id)
-    served = next_items(
-        session=session,
-        project=project,
-        annotator_id=user.id,
-        n=n,
-        lease_seconds=settings.lease_seconds,
-    )
+    def serve(session: Session) -> list[NextItem]:
+        project = visible_queue_project(session=session, user=user, project_id=project_id)
+        served = next_items(
+            session=session,
+            project=project,
+            annotator_id=user.id,
+            n=n,
+            lease_seconds=settings.lease_seconds,
+        )
+        return _to_public(session=session, project=project, served=served)
+
+    items = await run_with_session(request, serve)
     counter = instruments(request).next_served
-    for entry in served:
-        counter.labels(strategy=entry.pick.strategy).inc()
-    return next_items_response(_to_public(session=session, project=project, served=served))
+    for entry in items:
+        counter.labels(strategy=entry.strategy).inc()
+    return next_items_response(items)
 
 
 @router.delete(

@@ -91,7 +91,11 @@ class LabelTarget:
     id: int
     project_id: int
     classes: list[str]
+    retrain_every: int
     round_active: bool
+    # Labels on the item from anyone, read under the item's lock: 0 means the caller has no
+    # label to replace (see `create_label`'s `may_replace`).
+    label_count: int
 
 
 _ITEMS = table_of(Item)
@@ -102,7 +106,9 @@ _LABEL_TARGET = (
     select(
         _ITEMS.c.id,
         _ITEMS.c.project_id,
+        _ITEMS.c.label_count,
         _PROJECTS.c.classes,
+        _PROJECTS.c.retrain_every,
         exists()
         .where(
             _MEMBERS.c.project_id == _ITEMS.c.project_id,
@@ -119,7 +125,8 @@ _LABEL_TARGET = (
     .join(_PROJECTS, _PROJECTS.c.id == _ITEMS.c.project_id)
     .where(_ITEMS.c.id == bindparam("item_id"))
     # PostgreSQL: the row lock `create_label` needs, taken by this first read instead of a
-    # statement of its own (SQLite has no row locks and renders nothing).
+    # statement of its own (SQLite has no row locks and renders nothing: there the caller
+    # reads inside `begin_write`, under the write lock).
     .with_for_update(of=_ITEMS)
 )
 
@@ -127,13 +134,21 @@ _LABEL_TARGET = (
 def label_target(*, session: Session, user: Annotator, item_id: int) -> LabelTarget:
     """`visible_item` for labelling, without loading ORM objects; else NotFound.
 
-    Locks the item's row until the transaction ends (PostgreSQL): pass `item_locked=True`
-    to `create_label` in the same transaction.
+    Call it first in a `begin_write` transaction: it locks the item's row (PostgreSQL; on
+    SQLite the write lock covers it) until the transaction ends, so pass `item_locked=True`
+    to `create_label` in the same transaction, and what it read still holds when that writes.
     """
     row = session.execute(_LABEL_TARGET, {"item_id": item_id, "me": user.id}).one_or_none()
     if row is None or not (row.is_member or user.role == Role.admin):
         raise NotFound(f"Item {item_id} does not exist or is in a project you are not in.")
-    return LabelTarget(row.id, row.project_id, row.classes, bool(row.round_active))
+    return LabelTarget(
+        id=row.id,
+        project_id=row.project_id,
+        classes=row.classes,
+        retrain_every=row.retrain_every,
+        round_active=bool(row.round_active),
+        label_count=row.label_count,
+    )
 
 
 @dataclass(frozen=True)

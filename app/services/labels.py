@@ -162,11 +162,14 @@ def create_label(
     classes: Sequence[str] | None = None,
     idempotency_key: str | None = None,
     item_locked: bool = False,
+    may_replace: bool = True,
 ) -> LabelResult:
     """Record the annotator's label for the item, replacing their previous one.
 
     `classes` are the project's, when the caller already has them (saves a query);
-    `item_locked`: this transaction already holds the item's row lock (saves another). With an
+    `item_locked`: this transaction already holds the item's row lock (saves another);
+    `may_replace=False`: it read, under that lock, that the item has no labels at all, so
+    there is no earlier label of the annotator's to retire (saves a third). With an
     `idempotency_key` the annotator already used for this item and label, nothing is written
     and the label that request made comes back (`replayed`); used for anything else: Invalid.
     """
@@ -180,7 +183,11 @@ def create_label(
         raise Invalid(f"{label!r} is not one of this project's classes: {', '.join(classes)}.")
     try:
         return _write_label(
-            session=session, request=request, ms_spent=ms_spent, item_locked=item_locked
+            session=session,
+            request=request,
+            ms_spent=ms_spent,
+            item_locked=item_locked,
+            may_replace=may_replace,
         )
     except IntegrityError:
         # A concurrent request with the same key committed first: answer with its label.
@@ -192,14 +199,19 @@ def create_label(
 
 
 def _write_label(
-    *, session: Session, request: _LabelRequest, ms_spent: int | None, item_locked: bool
+    *,
+    session: Session,
+    request: _LabelRequest,
+    ms_spent: int | None,
+    item_locked: bool,
+    may_replace: bool,
 ) -> LabelResult:
     item, me = request.item, request.annotator_id
     now = utcnow()
     mine = {"p_item": item.id, "p_me": me, "p_now": now}
     if not item_locked:
         _lock_item(session=session, item_id=item.id)
-    replaced = session.scalar(_RETIRE, mine) is not None
+    replaced = may_replace and session.scalar(_RETIRE, mine) is not None
     round_id = release_lease(session=session, item_id=item.id, annotator_id=me)
     row = {
         "project_id": item.project_id,

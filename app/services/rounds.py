@@ -28,7 +28,7 @@ from app.models import (
     utcnow,
 )
 from app.schemas import QueueEntryPublic, RoundDetail, RoundPublic
-from app.services import Conflict, NotFound
+from app.services import Conflict, NotFound, table_of
 from app.services.items import image_url
 from app.services.labels import is_current
 from worker.celery_app import enqueue_round
@@ -76,23 +76,67 @@ def _label_watermark(*, session: Session, project_id: int) -> int:
     return highest or 0
 
 
-def labels_until_retrain(*, session: Session, project: Project) -> int:
-    last = latest_round(session=session, project_id=project.id)
-    since = labels_since(
-        session=session,
-        project_id=project.id,
-        watermark=last.label_watermark if last is not None else 0,
-        cap=project.retrain_every,
+_ROUNDS = table_of(Round)
+_LABELS = table_of(Label)
+_LATEST_WATERMARK = (
+    select(_ROUNDS.c.label_watermark)
+    .where(_ROUNDS.c.project_id == bindparam("project_id"))
+    .order_by(_ROUNDS.c.id.desc())
+    .limit(1)
+    .scalar_subquery()
+)
+# Current labels past the latest round's watermark, counted up to `cap`, in one statement
+# (it runs after every label): walks ix_labels_project_id from the watermark.
+_NEW_LABELS = select(func.count()).select_from(
+    select(_LABELS.c.id)
+    .where(
+        _LABELS.c.project_id == bindparam("project_id"),
+        _LABELS.c.id > func.coalesce(_LATEST_WATERMARK, 0),
+        is_current(),
     )
-    return max(project.retrain_every - since, 0)
+    .limit(bindparam("cap"))
+    .subquery()
+)
+
+
+def labels_until_retrain(*, session: Session, project: Project) -> int:
+    """Labels still to come before `retrain_every` have come since the latest round."""
+    return _labels_until_retrain(
+        session=session, project_id=project.id, retrain_every=project.retrain_every
+    )
+
+
+def _labels_until_retrain(*, session: Session, project_id: int, retrain_every: int) -> int:
+    params = {"project_id": project_id, "cap": retrain_every}
+    since = session.scalar(_NEW_LABELS, params) or 0
+    return max(retrain_every - since, 0)
 
 
 def maybe_trigger_round(*, session: Session, celery: Celery, project: Project) -> Round | None:
     """Queue a round if none is active and `retrain_every` labels came since the last one."""
     if active_round(session=session, project_id=project.id) is not None:
         return None
-    if labels_until_retrain(session=session, project=project) > 0:
+    return trigger_round_if_due(
+        session=session,
+        celery=celery,
+        project_id=project.id,
+        retrain_every=project.retrain_every,
+    )
+
+
+def trigger_round_if_due(
+    *, session: Session, celery: Celery, project_id: int, retrain_every: int
+) -> Round | None:
+    """Queue a round if `retrain_every` labels came since the latest one: one statement
+    unless it is due.
+
+    For a caller that has just seen no round active (labelling reads that with the item).
+    Checking again is not needed for correctness: if one became active since, the partial
+    unique index refuses the second and `_start_round` returns None.
+    """
+    if _labels_until_retrain(session=session, project_id=project_id, retrain_every=retrain_every):
         return None
+    project = session.get_one(Project, project_id)
     return _start_round(session=session, celery=celery, project=project, trigger="labels")
 
 

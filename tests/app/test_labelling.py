@@ -161,6 +161,20 @@ def test_labelled_items_leave_the_queue_and_two_annotators_count_separately(api:
     assert [s["item"]["id"] for s in api.next(pid, ann, n=5)] == [ids[1]]
 
 
+def test_relabelling_an_item_others_labelled_replaces_only_your_own_label(api: Api) -> None:
+    pid = api.project()["id"]
+    (item_id,) = api.upload_images(pid, 1)
+    ann = api.user("ann", projects=[pid])
+    bob = api.user("bob", projects=[pid])
+    assert api.label(item_id, "cat", ann).json()["replaced_previous"] is False
+    # The item has a label (ann's), but none of bob's: nothing of his to replace.
+    assert api.label(item_id, "bird", bob).json()["replaced_previous"] is False
+    assert api.label(item_id, "dog", bob).json()["replaced_previous"] is True
+    assert _item(api, item_id)["label_count"] == 2
+    current = sorted((r.label, r.is_current) for r in _labels(api))
+    assert current == [("bird", False), ("cat", True), ("dog", True)]
+
+
 def test_skip_hides_the_item_from_the_skipper_only(api: Api) -> None:
     pid = api.project()["id"]
     api.upload_images(pid, 2)

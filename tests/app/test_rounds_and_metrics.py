@@ -64,6 +64,25 @@ def test_labels_trigger_one_round_every_retrain_every(api: Api) -> None:
     assert len(_rounds(api)) == 2
 
 
+def test_relabelling_items_labelled_before_the_last_round_counts_towards_the_next(
+    api: Api,
+) -> None:
+    pid = api.project(retrain_every=2)["id"]
+    ids = api.upload_images(pid, 3)
+    ann = api.user("ann", projects=[pid])
+    assert api.label(ids[0], "cat", ann).json()["round_enqueued"] is None
+    first = api.label(ids[1], "cat", ann).json()["round_enqueued"]
+    assert first is not None
+    with api.app.state.session_factory() as session:
+        session.get_one(Round, first).status = RoundStatus.done
+        session.commit()
+    # The new labels replace ones the round trained on: both are news to the model.
+    assert api.label(ids[0], "dog", ann).json()["round_enqueued"] is None
+    second = api.label(ids[1], "dog", ann).json()["round_enqueued"]
+    assert second is not None and second != first
+    assert [r.trigger for r in _rounds(api)] == ["labels", "labels"]
+
+
 def test_broker_failure_marks_the_round_failed(api: Api) -> None:
     class BrokenBroker(Celery):
         def send_task(self, *args: object, **kwargs: object) -> None:  # type: ignore[override]
