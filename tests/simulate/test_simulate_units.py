@@ -15,6 +15,7 @@ from PIL import Image
 from app.simulate.cli import format_seeds, parse_seeds
 from app.simulate.datasets import (
     CLASSES,
+    NOISE_STD,
     add_repeats,
     balanced_initial,
     load_dataset,
@@ -64,13 +65,18 @@ def test_repeated_mnist_is_three_noisy_copies(mnist) -> None:
     clean = mnist.pool.images.astype(float) / 255
     for copy in copies:
         residual = copy - clean
-        # Noise of std 0.1 where clipping can't bite (mid-grey pixels are rare, so use all
-        # background pixels: clipped at 0 they keep only the positive half, mean ≈ 0.04).
-        assert 0.05 < residual.std() < 0.12
+        # Noise of std ~0.031 where clipping can't bite; most pixels are background, where
+        # clipping at 0 keeps only the positive half, so the residual's std is smaller.
+        assert 0.5 * NOISE_STD < residual.std() < NOISE_STD
         assert np.abs(residual).max() <= 1.0
     assert not np.array_equal(copies[0], copies[1])
     # Near-duplicates, not duplicates: every copy differs from the others somewhere.
     assert len({image.tobytes() for image in repeated.pool.images}) == 12000
+
+
+def test_repeated_mnist_noise_is_the_papers_in_normalised_units() -> None:
+    # N(0, 0.1) added after Normalize((0.1307,), (0.3081,)), as the reference code does.
+    assert pytest.approx(0.1 * 0.3081) == NOISE_STD
 
 
 def test_add_repeats_noise_statistics() -> None:
