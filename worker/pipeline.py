@@ -586,8 +586,10 @@ def split_validation(items: Sequence[ItemImage]) -> tuple[list[ItemImage], list[
     if len(items) < MIN_VALIDATION_TO_SPLIT:
         return list(items), list(items)
     share = min(1 / STOPPING_SHARE, MAX_STOPPING_ITEMS / len(items))
-    stopping = [it for it in items if _unit_hash(it.item_id) < share]
-    reporting = [it for it in items if _unit_hash(it.item_id) >= share]
+    stopping: list[ItemImage] = []
+    reporting: list[ItemImage] = []
+    for item in items:
+        (stopping if _unit_hash(item.item_id) < share else reporting).append(item)
     return stopping, reporting
 
 
