@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from app.config import Settings
 from app.models import Annotator, Role
 from app.security import TokenCache, TokenOwner, hash_token
+from app.services import read_outside_transaction
 from app.storage import LocalImageStore
 
 # Dependencies that do no I/O are `async def`: FastAPI runs sync ones in the thread pool,
@@ -110,6 +111,7 @@ _BY_TOKEN = select(Annotator).where(Annotator.token_hash == bindparam("token_has
 def _find_token_owner(factory: sessionmaker[Session], token_hash: str) -> TokenOwner | None:
     # Its own short session: the request's session opens no transaction for auth.
     with factory() as session:
+        read_outside_transaction(session)
         annotator = session.scalar(_BY_TOKEN, {"token_hash": token_hash})
         return TokenOwner.of(annotator) if annotator is not None else None
 

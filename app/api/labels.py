@@ -11,7 +11,7 @@ from app.api.health import instruments
 from app.api.responses import model_response
 from app.deps import API_PREFIX, CeleryDep, CurrentUser, SessionDep, SettingsDep, run_with_session
 from app.schemas import ErrorMessage, LabelCreate, LabelPublic, SkipPublic
-from app.services import begin_write
+from app.services import begin_write, read_outside_transaction
 from app.services import labels as service
 from app.services.items import get_visible_item, label_target
 from app.services.rounds import trigger_round_if_due
@@ -79,6 +79,7 @@ async def create_label(
             # triggers instead.
             return result, None
         # After the label is committed: a failure here must not lose it.
+        read_outside_transaction(session)
         triggered = trigger_round_if_due(
             session=session,
             celery=celery,

@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 from sqlalchemy import (
     ColumnElement,
@@ -26,15 +26,17 @@ from sqlalchemy import (
     String,
     bindparam,
     delete,
+    false,
     insert,
     literal_column,
     select,
+    true,
     update,
 )
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from app.models import Annotator, Item, Label, Project, Skip, utcnow
+from app.models import Annotator, Item, Label, Lease, Project, Skip, utcnow
 from app.services import Invalid, NotFound, dialect_insert, is_postgresql, table_of
 from app.services.leases import grant_leases, lease_expiry, release_lease
 
@@ -90,6 +92,7 @@ class _LabelRequest:
 
 _LABELS = table_of(Label)
 _ITEMS = table_of(Item)
+_LEASES = table_of(Lease)
 _P_ITEM = bindparam("p_item", type_=Integer)
 _P_ME = bindparam("p_me", type_=Integer)
 _P_NOW = bindparam("p_now", type_=DateTime(timezone=True))
@@ -114,10 +117,55 @@ _UNDO = (
     )
 )
 _INSERT = insert(_LABELS).returning(_LABELS.c.id)
+_P_DELTA = bindparam("p_delta", type_=Integer)
 _COUNT = (
+    update(_ITEMS).where(_ITEMS.c.id == _P_ITEM).values(label_count=_ITEMS.c.label_count + _P_DELTA)
+)
+_NEW_LABEL_COLUMNS = (
+    "project_id",
+    "item_id",
+    "annotator_id",
+    "label",
+    "created_at",
+    "ms_spent",
+    "round_id",
+    "is_current",
+    "undone",
+    "idempotency_key",
+)
+# PostgreSQL runs the lease release, the label's insert and the item's count as one
+# statement; the label takes the round that served the item from the released lease.
+_RELEASED = (
+    delete(_LEASES)
+    .where(_LEASES.c.item_id == _P_ITEM, _LEASES.c.annotator_id == _P_ME)
+    .returning(_LEASES.c.round_id)
+    .cte("released")
+)
+_COUNTED = (
     update(_ITEMS)
-    .where(_ITEMS.c.id == _P_ITEM)
-    .values(label_count=_ITEMS.c.label_count + bindparam("p_delta", type_=Integer))
+    .where(_ITEMS.c.id == _P_ITEM, _P_DELTA > 0)
+    .values(label_count=_ITEMS.c.label_count + _P_DELTA)
+    .cte("counted")
+)
+_INSERT_RELEASING_LEASE = (
+    insert(_LABELS)
+    .from_select(
+        list(_NEW_LABEL_COLUMNS),
+        select(
+            bindparam("p_project", type_=Integer),
+            _P_ITEM,
+            _P_ME,
+            bindparam("p_class", type_=String),
+            _P_NOW,
+            bindparam("p_ms_spent", type_=Integer),
+            select(_RELEASED.c.round_id).scalar_subquery(),
+            true(),
+            false(),
+            bindparam("p_idempotency_key", type_=String),
+        ),
+    )
+    .add_cte(_RELEASED, _COUNTED)
+    .returning(_LABELS.c.id, _LABELS.c.round_id)
 )
 _LOCK_ITEM = select(_ITEMS.c.id).where(_ITEMS.c.id == _P_ITEM).with_for_update()
 # Walks the partial index uq_labels_idempotency_key (`key = ?` implies `key IS NOT NULL`).
@@ -212,24 +260,21 @@ def _write_label(
     if not item_locked:
         _lock_item(session=session, item_id=item.id)
     replaced = may_replace and session.scalar(_RETIRE, mine) is not None
-    round_id = release_lease(session=session, item_id=item.id, annotator_id=me)
-    row = {
-        "project_id": item.project_id,
-        "item_id": item.id,
-        "annotator_id": me,
-        "label": request.label,
-        "created_at": now,
-        "ms_spent": ms_spent,
-        "round_id": round_id,
-        "is_current": True,
-        "undone": False,
-        "idempotency_key": request.key,
-    }
-    label_id = session.scalar(_INSERT, row)
-    if not replaced:
-        session.execute(_COUNT, {"p_item": item.id, "p_delta": 1})
+    new_label = _NewLabel(
+        project_id=item.project_id,
+        item_id=item.id,
+        annotator_id=me,
+        label=request.label,
+        created_at=now,
+        ms_spent=ms_spent,
+        idempotency_key=request.key,
+        count_delta=0 if replaced else 1,
+    )
+    if is_postgresql(session):
+        label_id, round_id = _insert_in_one_statement(session=session, new=new_label)
+    else:
+        label_id, round_id = _insert_statement_by_statement(session=session, new=new_label)
     session.commit()
-    assert label_id is not None
     saved = SavedLabel(
         id=label_id,
         item_id=item.id,
@@ -240,6 +285,58 @@ def _write_label(
         round_id=round_id,
     )
     return LabelResult(label=saved, replaced_previous=replaced)
+
+
+@dataclass(frozen=True)
+class _NewLabel:
+    project_id: int
+    item_id: int
+    annotator_id: int
+    label: str
+    created_at: datetime
+    ms_spent: int | None
+    idempotency_key: str | None
+    count_delta: int  # 1, or 0 when the label replaces the annotator's earlier one
+
+    def row(self, *, round_id: int | None) -> dict[str, Any]:
+        return {
+            "project_id": self.project_id,
+            "item_id": self.item_id,
+            "annotator_id": self.annotator_id,
+            "label": self.label,
+            "created_at": self.created_at,
+            "ms_spent": self.ms_spent,
+            "round_id": round_id,
+            "is_current": True,
+            "undone": False,
+            "idempotency_key": self.idempotency_key,
+        }
+
+
+def _insert_in_one_statement(*, session: Session, new: _NewLabel) -> tuple[int, int | None]:
+    """PostgreSQL: release the lease, insert the label, count it: one round trip."""
+    params = {
+        "p_item": new.item_id,
+        "p_me": new.annotator_id,
+        "p_now": new.created_at,
+        "p_delta": new.count_delta,
+        "p_project": new.project_id,
+        "p_class": new.label,
+        "p_ms_spent": new.ms_spent,
+        "p_idempotency_key": new.idempotency_key,
+    }
+    label_id, round_id = session.execute(_INSERT_RELEASING_LEASE, params).one()
+    return label_id, round_id
+
+
+def _insert_statement_by_statement(*, session: Session, new: _NewLabel) -> tuple[int, int | None]:
+    """SQLite (no data-modifying CTEs, and no round trips to save): the same, in three."""
+    round_id = release_lease(session=session, item_id=new.item_id, annotator_id=new.annotator_id)
+    label_id = session.scalar(_INSERT, new.row(round_id=round_id))
+    assert label_id is not None
+    if new.count_delta:
+        session.execute(_COUNT, {"p_item": new.item_id, "p_delta": new.count_delta})
+    return label_id, round_id
 
 
 def _replay(*, session: Session, request: _LabelRequest) -> LabelResult | None:

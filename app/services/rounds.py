@@ -112,18 +112,6 @@ def _labels_until_retrain(*, session: Session, project_id: int, retrain_every: i
     return max(retrain_every - since, 0)
 
 
-def maybe_trigger_round(*, session: Session, celery: Celery, project: Project) -> Round | None:
-    """Queue a round if none is active and `retrain_every` labels came since the last one."""
-    if active_round(session=session, project_id=project.id) is not None:
-        return None
-    return trigger_round_if_due(
-        session=session,
-        celery=celery,
-        project_id=project.id,
-        retrain_every=project.retrain_every,
-    )
-
-
 def trigger_round_if_due(
     *, session: Session, celery: Celery, project_id: int, retrain_every: int
 ) -> Round | None:
@@ -136,6 +124,9 @@ def trigger_round_if_due(
     """
     if _labels_until_retrain(session=session, project_id=project_id, retrain_every=retrain_every):
         return None
+    # The round is written in a transaction of its own, whatever the caller's read ran in
+    # (labelling reads in autocommit mode: `read_outside_transaction`).
+    session.commit()
     project = session.get_one(Project, project_id)
     return _start_round(session=session, celery=celery, project=project, trigger="labels")
 
