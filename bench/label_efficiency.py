@@ -10,8 +10,9 @@ has a third; it skips cells already finished, so it resumes after an interruptio
 rewrites docs/results.md after every cell. Each cell's CSV and JSON go to
 bench/results/label_efficiency/ (committed, so a later session or machine carries on; the
 logs and service data beside them are gitignored). `report` rebuilds docs/results.md and
-docs/plots/*.png from whatever finished. Two `run`s with different `--only` datasets can
-share a machine: run each with OMP_NUM_THREADS=1 on a 2-core machine.
+docs/plots/*.png from whatever finished. Several `run`s share one plan: each claims the cell
+it starts (a `running` file holding its process id) and the others pass over it, so on a
+2-core machine two runs with OMP_NUM_THREADS=1 keep both cores busy to the end.
 """
 
 from __future__ import annotations
@@ -114,6 +115,31 @@ class Cell:
         attempts = self.out / "attempts"
         return attempts.exists() and len(attempts.read_text().split()) >= 2
 
+    def claim(self) -> bool:
+        """Take the cell for this process; False while another live runner has it."""
+        marker = self.out / "running"
+        try:
+            descriptor = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            owner = marker.read_text().strip()
+            if owner.isdigit() and int(owner) != os.getpid() and _alive(int(owner)):
+                return False
+            marker.unlink(missing_ok=True)  # its runner died: the cell is free again
+            return self.claim()
+        with os.fdopen(descriptor, "w") as file:
+            file.write(str(os.getpid()))
+        return True
+
+    def state(self) -> str:
+        if self.finished():
+            return "done"
+        owner = self.out / "running"
+        running = owner.exists() and _alive(int(owner.read_text().strip() or 0))
+        return "running" if running else "todo"
+
+    def release(self) -> None:
+        (self.out / "running").unlink(missing_ok=True)
+
     def finished(self) -> bool:
         runs = self.out / "runs.jsonl"
         if not runs.exists():
@@ -122,13 +148,24 @@ class Cell:
         return any("error" not in line for line in lines)
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 # K per dataset: MC samples dominate the CPU cost of inference and of BatchBALD, so the CPU
 # grid uses K=20 on MNIST-5k (paper: 100) and the paper's K=10 on Repeated-MNIST.
 K_FOR = {"mnist5k": 20, "repeated-mnist": 10}
 
 
 # The CPU grid, in the order it runs so that a grid cut short still answers the most: per
-# seed, the strategies issue 6's targets compare, then the rest of its minimum grid.
+# seed, the strategies issue 6's targets compare, then the rest of its minimum grid (which
+# must reach MINIMUM_SEEDS seeds first), then PowerBALD.
 GRID_CELLS = (
     ("mnist5k", "batchbald"),
     ("mnist5k", "random"),
@@ -137,10 +174,9 @@ GRID_CELLS = (
     ("repeated-mnist", "bald"),
     ("mnist5k", "bald"),
     ("mnist5k", "margin"),
-    ("mnist5k", "powerbald"),
     ("repeated-mnist", "margin"),
-    ("repeated-mnist", "powerbald"),
 )
+LATER_CELLS = (("mnist5k", "powerbald"), ("repeated-mnist", "powerbald"))
 # BatchBALD's joint mutual information cannot exceed log K: the paper's K=100 on MNIST
 # (log 100 = 4.6 nats) against the CPU grid's K=20 (3.0 nats). 150 labels cover the 90% mark.
 DIAGNOSTIC = Cell("mnist5k", "batchbald", 10, 100, 0, budget=150)
@@ -148,8 +184,15 @@ MINIMUM_SEEDS = 3
 
 
 def plan_cells(plan: str, seeds: int, only: str | None) -> list[Cell]:
-    """The minimum grid seed by seed, then (full plan) the K=100 diagnostic and the extras."""
-    cells = [Cell(d, s, 10, K_FOR[d], seed) for seed in range(seeds) for d, s in GRID_CELLS]
+    """The minimum grid seed by seed (PowerBALD after the others' first MINIMUM_SEEDS
+    seeds), then (full plan) the K=100 diagnostic and the extras."""
+    first_seeds = range(min(seeds, MINIMUM_SEEDS))
+    order = [(seed, cell) for seed in first_seeds for cell in GRID_CELLS]
+    order += [(seed, cell) for seed in first_seeds for cell in LATER_CELLS]
+    order += [
+        (seed, cell) for seed in range(MINIMUM_SEEDS, seeds) for cell in (*GRID_CELLS, *LATER_CELLS)
+    ]
+    cells = [Cell(d, s, 10, K_FOR[d], seed) for seed, (d, s) in order]
     if plan == "full":
         cells.append(DIAGNOSTIC)
         for seed in range(seeds):
@@ -182,6 +225,8 @@ def run_cells(cells: Sequence[Cell]) -> None:
         if cell.finished() or cell.failed_twice():
             continue
         cell.out.mkdir(parents=True, exist_ok=True)
+        if not cell.claim():
+            continue
         arguments = cell.command()
         command = [
             sys.executable,
@@ -196,6 +241,7 @@ def run_cells(cells: Sequence[Cell]) -> None:
         started = time.monotonic()
         with (cell.out / "stdout.log").open("w") as log:
             code = subprocess.call(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+        cell.release()
         logger.info(
             "[%d/%d] exit %d after %.0f s", number, len(cells), code, time.monotonic() - started
         )
@@ -779,7 +825,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     cells = plan_cells(args.plan, args.seeds, args.only)
     if args.action == "plan":
         for cell in cells:
-            print(("done  " if cell.finished() else "todo  ") + shlex.join(cell.command()))
+            print(f"{cell.state():8}" + shlex.join(cell.command()))
     elif args.action == "run":
         run_cells(cells)
     elif args.action == "probe":
