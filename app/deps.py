@@ -10,6 +10,7 @@ from celery import Celery
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import bindparam, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.config import Settings
@@ -37,38 +38,46 @@ async def get_db(request: Request) -> AsyncIterator[Session]:
 
 T = TypeVar("T")
 
-# Threads per process for the hottest routes (`next`, labelling), by backend. On SQLite
-# their work is short Python under the GIL and they queue for the one write lock: more
-# threads at once only fight over the GIL (16 took about 40% more CPU per label than 2 on
-# a 2-core machine). On PostgreSQL each waits on network round trips, and 2 left the CPU
-# idle (186 labels/s against 278 with 16). Other sync routes keep the default thread pool,
-# so a long export or upload never holds up labelling.
-HOT_THREADS = {"sqlite": 2, "postgresql": 16}
+# The hottest routes (`next`, labelling) run their sync service code in one of two ways.
+# PostgreSQL: in a greenlet on the event loop (`AsyncSession.run_sync`, psycopg's asyncio
+# interface), so a request waiting on the database yields to the others and none hops to a
+# thread; at most HOT_CONNECTIONS at once per process (the hot engine's pool), the rest
+# wait for a connection. With 16 threads instead, hand-offs of the GIL left a third of a
+# 2-core machine idle (about 300 labels/s against about 400). SQLite: in one of
+# SQLITE_HOT_THREADS threads; its work is short Python under the GIL and it queues for the
+# one write lock, so more threads only fight over the GIL (16 took about 40% more CPU per
+# label than 2). Other routes keep FastAPI's thread pool, so a long export or upload never
+# holds up labelling.
+HOT_CONNECTIONS = 16
+SQLITE_HOT_THREADS = 2
 
 
 async def run_with_session(request: Request, work: Callable[[Session], T]) -> T:
-    """`work(session)` in one of HOT_THREADS threads, with a session opened and closed there.
+    """`work(session)` with a session opened and closed around it, for the hot routes.
 
-    For async routes on the hot path: one hop to a thread in all, rather than a sync route's
-    hop plus `get_db`'s generator dependency (and its own hop to end a transaction).
+    One step off the event loop in all (a greenlet on PostgreSQL, a thread on SQLite), not
+    a sync route's hop to a thread plus `get_db`'s generator dependency and its own hop.
     """
+    hot_factory: async_sessionmaker[AsyncSession] | None = request.app.state.hot_session_factory
+    if hot_factory is not None:
+        async with hot_factory() as hot_session:
+            return await hot_session.run_sync(work)
     factory: sessionmaker[Session] = request.app.state.session_factory
 
     def in_thread() -> T:
         with factory() as session:
             return work(session)
 
-    return await to_thread.run_sync(in_thread, limiter=_hot_limiter(request))
+    return await to_thread.run_sync(in_thread, limiter=_sqlite_limiter(request))
 
 
-def _hot_limiter(request: Request) -> CapacityLimiter:
+def _sqlite_limiter(request: Request) -> CapacityLimiter:
     # Made on first use, in the event loop that will use it (anyio needs one running);
     # only the loop's thread reads or sets it, so there is no race.
     state = request.app.state
     limiter: CapacityLimiter | None = getattr(state, "hot_limiter", None)
     if limiter is None:
-        dialect = state.session_factory.kw["bind"].dialect.name
-        limiter = state.hot_limiter = CapacityLimiter(HOT_THREADS.get(dialect, 2))
+        limiter = state.hot_limiter = CapacityLimiter(SQLITE_HOT_THREADS)
     return limiter
 
 

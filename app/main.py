@@ -19,6 +19,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy import Connection, Engine, event
+from sqlalchemy.exc import TimeoutError as PoolTimeout
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -26,6 +28,7 @@ from app.api import routers
 from app.api.health import Instruments, make_instruments
 from app.config import REPO_ROOT, Settings, get_settings
 from app.db import make_engine, make_session_factory, ping_idle_connections
+from app.deps import HOT_CONNECTIONS
 from app.logging import configure_logging
 from app.migrate import upgrade_database
 from app.security import make_token_cache
@@ -40,6 +43,8 @@ FRONTEND_DIR = REPO_ROOT / "frontend"
 REQUEST_THREADS = 16
 # Pooled PostgreSQL connections idle longer than this are pinged before use.
 IDLE_PING_SECONDS = 5.0
+# A hot request waits this long for one of the hot engine's connections, then fails (503).
+HOT_POOL_TIMEOUT_SECONDS = 30.0
 VERSION = "0.1.0"
 
 
@@ -62,6 +67,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         to_thread.current_default_thread_limiter().total_tokens = REQUEST_THREADS
         yield
         engine.dispose()
+        if hot_engine is not None:
+            await hot_engine.dispose()
 
     app = FastAPI(
         title="nextlabel",
@@ -73,6 +80,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.engine = engine
     app.state.session_factory = make_session_factory(engine)
+    hot_engine = _make_hot_engine(settings.resolved_database_url)
+    app.state.hot_session_factory = (
+        async_sessionmaker(hot_engine, expire_on_commit=False) if hot_engine else None
+    )
     app.state.store = LocalImageStore(settings.image_dir)
     app.state.celery = make_celery(settings)
     app.state.instruments = make_instruments()
@@ -98,6 +109,23 @@ def _make_api_engine(url: str) -> Engine:
     engine = make_engine(url, pool_pre_ping=False)
     ping_idle_connections(engine, idle_seconds=IDLE_PING_SECONDS)
     return engine
+
+
+def _make_hot_engine(url: str) -> AsyncEngine | None:
+    """PostgreSQL: an asyncio engine for the hottest routes (`next`, labelling).
+
+    They run their sync service code through `AsyncSession.run_sync`, in a greenlet on the
+    event loop: each database wait yields to other requests, and no request hops to a
+    thread (see `app.deps.HOT_CONNECTIONS`). SQLite keeps threads: its driver has no
+    asyncio interface, and it waits on no network.
+    """
+    if url.startswith("sqlite"):
+        return None
+    hot_engine = create_async_engine(
+        url, pool_size=HOT_CONNECTIONS, max_overflow=0, pool_timeout=HOT_POOL_TIMEOUT_SECONDS
+    )
+    ping_idle_connections(hot_engine.sync_engine, idle_seconds=IDLE_PING_SECONDS)
+    return hot_engine
 
 
 def _more_sqlite_cache(dbapi_connection: Any, _record: Any) -> None:
@@ -176,12 +204,24 @@ def _add_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ServiceError, _service_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(PoolTimeout, _busy)
     app.add_exception_handler(Exception, _unexpected_error)
 
 
 async def _service_error(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ServiceError)
     return JSONResponse(status_code=exc.status_code, content={"detail": str(exc)})
+
+
+async def _busy(_request: Request, exc: Exception) -> JSONResponse:
+    # Every pooled database connection stayed in use for the pool's timeout: the request
+    # did nothing, and a retry shortly after is safe.
+    logger.warning("no database connection free: %s", exc)
+    return JSONResponse(
+        status_code=503,
+        content={"detail": "The server is busy: no database connection came free. Try again."},
+        headers={"Retry-After": "1"},
+    )
 
 
 _HTTP_MESSAGES = {

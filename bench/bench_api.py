@@ -91,6 +91,7 @@ class LoadResult:
     seconds: float = 0.0
     server_cpu: float = 0.0
     client_cpu: float = 0.0
+    database_cpu: float = 0.0  # PostgreSQL's processes (0 on SQLite: it runs in the server)
     # Per server process, busiest first: keep-alive connections stay with the worker that
     # accepted them, and one worker often accepts most of the 16, capping it at one core.
     process_cpu: list[float] = field(default_factory=list)
@@ -249,6 +250,19 @@ def _cpu_seconds(pid: int) -> float:
     except OSError:
         return 0.0
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _postgres_cpu_seconds() -> float:
+    """CPU time of every PostgreSQL process on this machine (backends exit and take theirs
+    with them, but the pooled connections of a load phase live through it)."""
+    total = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if stat.read_text().startswith(f"{stat.parent.name} (postgres)"):
+                total += _cpu_seconds(int(stat.parent.name))
+        except OSError:
+            continue
+    return total
 
 
 def _process_tree(pid: int) -> list[int]:
@@ -425,8 +439,10 @@ async def _load(
     ]
     await asyncio.sleep(max(measure_from - time.perf_counter(), 0))
     cpu_before, client_before = srv.cpu_by_process(), time.process_time()
+    database_before = _postgres_cpu_seconds()
     await asyncio.sleep(max(stop_at - time.perf_counter(), 0))
     used = {pid: cpu - cpu_before.get(pid, 0.0) for pid, cpu in srv.cpu_by_process().items()}
+    result.database_cpu = _postgres_cpu_seconds() - database_before
     result.server_cpu = sum(used.values())
     result.process_cpu = sorted(used.values(), reverse=True)
     result.client_cpu = time.process_time() - client_before
@@ -471,6 +487,11 @@ def report_load(result: LoadResult, traffic: Traffic, clients: int) -> None:
             f"({result.server_cpu / result.seconds:.0%} of a core = {processes} by process; "
             f"the clients used {result.client_cpu / result.seconds:.0%})"
         )
+        if result.database_cpu:
+            print(
+                f"             PostgreSQL CPU {result.database_cpu / result.labels * 1000:.2f} "
+                f"ms per {unit} ({result.database_cpu / result.seconds:.0%} of a core)"
+            )
     for sample in result.error_samples:
         print(f"      error: {sample}")
 

@@ -62,7 +62,7 @@ def dialect_insert(session: Session) -> Callable[..., Any]:
 
 # Namespace of PostgreSQL advisory locks taken per annotator (any constant; it only has to
 # differ from other advisory locks, such as the migration lock in app.migrate).
-_ANNOTATOR_LOCKS = 7_215
+ANNOTATOR_LOCKS = 7_215
 
 
 def begin_write(session: Session, *, annotator_id: int | None = None) -> None:
@@ -85,4 +85,4 @@ def begin_write(session: Session, *, annotator_id: int | None = None) -> None:
 
 def annotator_lock(annotator_id: ColumnElement[int]) -> ColumnElement[Any]:
     """PostgreSQL: `begin_write`'s per-annotator lock, as an expression a query can select."""
-    return func.pg_advisory_xact_lock(_ANNOTATOR_LOCKS, annotator_id)
+    return func.pg_advisory_xact_lock(ANNOTATOR_LOCKS, annotator_id)

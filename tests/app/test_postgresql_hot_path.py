@@ -1,4 +1,4 @@
-"""Round trips to PostgreSQL per request on the hot path: `next` and labelling.
+"""PostgreSQL's hot path (`next` and labelling): round trips, and a busy connection pool.
 
 On a server that shares the machine with PostgreSQL, each round trip costs CPU on both
 sides and labels/s falls with their number (bench/bench_api.py), so these counts are part
@@ -8,16 +8,26 @@ sends; psycopg sends BEGIN before the first statement of a transaction.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpx
 import psycopg
 import pytest
 from psycopg.pq import TransactionStatus
-from sqlalchemy import Engine, event
+from sqlalchemy import event
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
 
-from tests.app.conftest import CLASSES, Api
+from app.services import ANNOTATOR_LOCKS
+from tests.app.conftest import CLASSES, Api, bearer
 
 pytestmark = pytest.mark.postgres
 
@@ -36,14 +46,22 @@ class RoundTrips:
         return sent
 
 
-def _driver(connection: Any) -> psycopg.Connection[Any]:
-    driver: psycopg.Connection[Any] = connection.connection.dbapi_connection
+def _driver(connection: Any) -> psycopg.AsyncConnection[Any]:
+    # The hot routes' engine is an asyncio one: SQLAlchemy adapts psycopg's AsyncConnection.
+    driver: psycopg.AsyncConnection[Any] = connection.connection.driver_connection
     return driver
+
+
+def _hot_engine(api: Api) -> AsyncEngine:
+    factory: async_sessionmaker[AsyncSession] = api.app.state.hot_session_factory
+    engine = factory.kw["bind"]
+    assert isinstance(engine, AsyncEngine)
+    return engine
 
 
 @pytest.fixture
 def round_trips(api: Api) -> Iterator[RoundTrips]:
-    engine: Engine = api.app.state.session_factory.kw["bind"]
+    engine = _hot_engine(api).sync_engine
     trips = RoundTrips()
 
     def before_execute(connection: Any, _cursor: Any, statement: str, *_: Any) -> None:
@@ -104,3 +122,42 @@ def test_relabel_round_trips(api: Api, round_trips: RoundTrips) -> None:
     assert round_trips.take() == ["BEGIN", "SELECT", "UPDATE", "WITH", "COMMIT", "SELECT"]
     item = api.get(f"/api/v1/items/{item_id}", token).json()
     assert item["label_count"] == 1
+
+
+def test_busy_pool_is_a_503_and_changes_nothing(api: Api, live_server: str) -> None:
+    project = api.project()
+    ann, bob = (api.user(name, projects=[project["id"]]) for name in ("ann", "bob"))
+    api.upload_images(project["id"], 3)
+    ann_id = api.get("/api/v1/me", ann).json()["id"]
+    # One hot connection per process; ann's `next` will hold it, waiting for her lock.
+    url = _hot_engine(api).url
+    tiny = create_async_engine(url, pool_size=1, max_overflow=0, pool_timeout=0.5)
+    api.app.state.hot_session_factory = async_sessionmaker(tiny, expire_on_commit=False)
+    next_url = f"{live_server}/api/v1/projects/{project['id']}/next"
+    dsn = url.set(drivername="postgresql").render_as_string(hide_password=False)
+    with psycopg.connect(dsn, autocommit=True) as blocker, ThreadPoolExecutor(1) as pool:
+        blocker.execute("SELECT pg_advisory_lock(%s, %s)", (ANNOTATOR_LOCKS, ann_id))
+        first = pool.submit(httpx.get, next_url, headers=bearer(ann), timeout=30)
+        _wait_for_lock_waiter(blocker)
+        busy = httpx.get(next_url, headers=bearer(bob), timeout=30)
+        blocker.execute("SELECT pg_advisory_unlock(%s, %s)", (ANNOTATOR_LOCKS, ann_id))
+        assert first.result().status_code == 200
+    assert busy.status_code == 503
+    assert busy.headers["Retry-After"] == "1"
+    assert "busy" in busy.json()["detail"]
+    # The refused request wrote nothing: bob holds no lease, ann holds the one she got.
+    with psycopg.connect(dsn) as check:
+        leases = check.execute("SELECT annotator_id FROM leases").fetchall()
+    assert leases == [(ann_id,)]
+
+
+def _wait_for_lock_waiter(connection: psycopg.Connection[Any]) -> None:
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        waiting = connection.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'advisory'"
+        ).fetchone()
+        if waiting and waiting[0]:
+            return
+        time.sleep(0.02)
+    raise AssertionError("the first request never waited for its lock")
