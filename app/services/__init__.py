@@ -47,12 +47,15 @@ def is_postgresql(session: Session) -> bool:
 
 
 def read_outside_transaction(session: Session) -> None:
-    """Run the session's next statements in autocommit mode, until its next commit.
+    """PostgreSQL: run the session's next statements in autocommit mode, until its next
+    commit.
 
     For a lone read right after a commit: on PostgreSQL it then costs one round trip
     instead of three (BEGIN, the read, ROLLBACK). Call it when no transaction is open.
+    SQLite has no round trips to save, and switching costs a PRAGMA each way: a no-op there.
     """
-    session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+    if is_postgresql(session):
+        session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
 
 
 def dialect_insert(session: Session) -> Callable[..., Any]:

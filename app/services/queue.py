@@ -65,6 +65,8 @@ class QueueProject:
     id: int
     classes: list[str]
     done_round: DoneRound | None
+    # PostgreSQL: the read also began `next`'s write transaction (see visible_queue_project).
+    write_begun: bool = False
 
 
 @dataclass(frozen=True)
@@ -231,19 +233,17 @@ _QUEUE_PROJECT_LOCKING = _QUEUE_PROJECT.add_columns(annotator_lock(_ME).label("l
 def visible_queue_project(*, session: Session, user: Annotator, project_id: int) -> QueueProject:
     """`get_visible_project` for `next`, as one Core row; else NotFound.
 
-    Also begins `next_items`'s first write transaction (`begin_write` for the caller): on
-    PostgreSQL this same statement takes the caller's lock, saving a round trip.
+    On PostgreSQL the same statement takes the caller's lock and so begins `next_items`'s
+    first write transaction (`begin_write`), saving a round trip. On SQLite that would hold
+    the database's one write lock for this read too: there `next_items` begins it after.
     """
     params = {"project_id": project_id, "me": user.id}
-    if is_postgresql(session):
-        row = session.execute(_QUEUE_PROJECT_LOCKING, params).first()
-    else:
-        begin_write(session)
-        row = session.execute(_QUEUE_PROJECT, params).first()
+    locking = is_postgresql(session)
+    row = session.execute(_QUEUE_PROJECT_LOCKING if locking else _QUEUE_PROJECT, params).first()
     if row is None or not (row.is_member or user.role == Role.admin):
         raise project_not_visible(project_id)
     done = DoneRound(row.done_id, row.done_strategy) if row.done_id is not None else None
-    return QueueProject(row.id, row.classes, done)
+    return QueueProject(row.id, row.classes, done, write_begun=locking)
 
 
 def latest_done_round(*, session: Session, project_id: int) -> Round | None:
@@ -260,7 +260,7 @@ def next_items(
 ) -> list[Served]:
     """Up to `n` items for the annotator, each leased to them for `lease_seconds`.
 
-    Call it in the transaction `visible_queue_project` began.
+    Call it right after `visible_queue_project`, in the same session.
     """
     now = utcnow()
     expires_at = lease_expiry(now=now, lease_seconds=lease_seconds)
@@ -278,8 +278,8 @@ def next_items(
             break
         # Read candidates inside the write transaction (SQLite: under the write lock;
         # PostgreSQL: rows locked, others' skipped), so concurrent callers do not all chase
-        # the same front items and lose races. `visible_queue_project` began the first.
-        if attempt:
+        # the same front items and lose races.
+        if attempt or not project.write_begun:
             begin_write(session, annotator_id=annotator_id)
         taken = {pick.item_id for pick in granted}
         candidates = [
