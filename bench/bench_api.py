@@ -439,10 +439,14 @@ async def _load(
     ]
     await asyncio.sleep(max(measure_from - time.perf_counter(), 0))
     cpu_before, client_before = srv.cpu_by_process(), time.process_time()
-    database_before = _postgres_cpu_seconds()
+    # On SQLite the database runs inside the server; PostgreSQL's own processes are counted
+    # apart (and not at all on SQLite, where they only vacuum after an earlier phase).
+    on_postgres = fixture.url.startswith("postgresql")
+    database_before = _postgres_cpu_seconds() if on_postgres else 0.0
     await asyncio.sleep(max(stop_at - time.perf_counter(), 0))
     used = {pid: cpu - cpu_before.get(pid, 0.0) for pid, cpu in srv.cpu_by_process().items()}
-    result.database_cpu = _postgres_cpu_seconds() - database_before
+    if on_postgres:
+        result.database_cpu = _postgres_cpu_seconds() - database_before
     result.server_cpu = sum(used.values())
     result.process_cpu = sorted(used.values(), reverse=True)
     result.client_cpu = time.process_time() - client_before
