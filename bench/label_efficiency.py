@@ -50,6 +50,7 @@ from app.simulate.report import (  # noqa: E402
     read_rounds_csv,
     threshold_table,
 )
+from worker.pipeline import pid_alive  # noqa: E402
 
 logger = logging.getLogger("label_efficiency")
 
@@ -122,7 +123,7 @@ class Cell:
             descriptor = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
         except FileExistsError:
             owner = marker.read_text().strip()
-            if owner.isdigit() and int(owner) != os.getpid() and _alive(int(owner)):
+            if owner.isdigit() and int(owner) != os.getpid() and pid_alive(int(owner)):
                 return False
             marker.unlink(missing_ok=True)  # its runner died: the cell is free again
             return self.claim()
@@ -134,7 +135,7 @@ class Cell:
         if self.finished():
             return "done"
         owner = self.out / "running"
-        running = owner.exists() and _alive(int(owner.read_text().strip() or 0))
+        running = owner.exists() and pid_alive(int(owner.read_text().strip() or 0))
         return "running" if running else "todo"
 
     def release(self) -> None:
@@ -146,16 +147,6 @@ class Cell:
             return False
         lines = [json.loads(line) for line in runs.read_text().splitlines() if line.strip()]
         return any("error" not in line for line in lines)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 # K per dataset: MC samples dominate the CPU cost of inference and of BatchBALD, so the CPU
@@ -694,7 +685,8 @@ row above ran with the corrected noise.
 With the reference's noise the ranking changes from seed to seed: labels to 90% on seeds 0,
 1 and 2 are random 230, 190, 250 and BALD 210, 190, 270, so BALD beat random on seed 0, tied
 on seed 1 and lost on seed 2 as in the paper; over the three, the median BALD (210) is below
-random's (230), against the paper's ranking (random 195 < BALD 280). The paper's mechanism is there: `python bench/bald_redundancy.py` trains the
+random's (230), against the paper's ranking (random 195 < BALD 280).
+The paper's mechanism is there: `python bench/bald_redundancy.py` trains the
 shipped engine on the balanced initial set (and on it plus 80 random labels) and scores the
 whole pool: on each of seeds 0–2 the top 10 by BALD hold only 4 or 5 distinct digits, their
 copies ranked next to each other, so more than half of every BALD batch goes to copies, as

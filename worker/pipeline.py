@@ -371,7 +371,7 @@ def owner_is_dead(rnd: Round, now: datetime, me: str) -> bool:
     host, _, pid_text = owner.rpartition(":")
     my_host, _, my_pid = me.rpartition(":")
     if host and host == my_host and pid_text.isdigit():
-        return pid_text == my_pid or not _pid_alive(int(pid_text))
+        return pid_text == my_pid or not pid_alive(int(pid_text))
     started = rnd.started_at
     if started is None:
         return True
@@ -380,7 +380,7 @@ def owner_is_dead(rnd: Round, now: datetime, me: str) -> bool:
     return now - started > timedelta(seconds=STALE_RUNNING_SECONDS)
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
