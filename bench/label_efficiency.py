@@ -45,6 +45,7 @@ from app.simulate.report import (  # noqa: E402
     format_triple,
     group_curves,
     labels_to_reach,
+    mean_accuracy,
     percentile,
     plot_curves,
     read_rounds_csv,
@@ -59,6 +60,7 @@ DOCS = REPO / "docs"
 PLOTS = DOCS / "plots"
 RESULTS = DOCS / "results.md"
 BUDGET = 300
+INITIAL_LABELS = 20  # 2 per class, as in the paper
 
 # Quoted from ../shared/REFERENCES.md (Kirsch et al. 2019, full MNIST pool of ~60k items;
 # 25th / median / 75th percentile over 6 runs, initial labels counted). "" = not reported.
@@ -445,6 +447,44 @@ def targets_section(groups: dict[tuple[Any, ...], dict[int, Curve]]) -> str:
     )
 
 
+def curve_area_section(groups: dict[tuple[Any, ...], dict[int, Curve]]) -> str:
+    """Mean accuracy over [initial labels, budget] per seed for the grid's b=10 rows."""
+    lines = [
+        "| dataset | strategy | seeds | mean accuracy, seed by seed | median "
+        "| minus random, seed by seed | seeds above random |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for dataset in K_FOR:
+        runs = {
+            key[1]: _areas(curves)
+            for key, curves in groups.items()
+            if key[0] == dataset and key[2] == 10 and key[3] == K_FOR[dataset]
+        }
+        baseline = runs.get("random", {})
+        for strategy, areas in sorted(runs.items()):
+            shared = [seed for seed in areas if seed in baseline and strategy != "random"]
+            deltas = [areas[seed] - baseline[seed] for seed in shared]
+            above = sum(delta > 0 for delta in deltas)
+            lines.append(
+                f"| {dataset} | {strategy} | {len(areas)} | "
+                + ", ".join(f"s{seed}: {area:.3f}" for seed, area in sorted(areas.items()))
+                + f" | {statistics.median(areas.values()):.3f} | "
+                + (", ".join(f"s{s}: {d:+.3f}" for s, d in zip(shared, deltas, strict=True)) or "–")
+                + (f" | {above} of {len(shared)} |" if shared else " | – |")
+            )
+    return "\n".join(lines) + "\n"
+
+
+def _areas(curves: dict[int, Curve]) -> dict[int, float]:
+    """seed -> mean accuracy over the full budget, for the runs that reached it."""
+    areas = {}
+    for seed, curve in curves.items():
+        labels = {n for n, _ in curve}
+        if {INITIAL_LABELS, BUDGET} <= labels:
+            areas[seed] = mean_accuracy(curve, INITIAL_LABELS, BUDGET)
+    return dict(sorted(areas.items()))
+
+
 def saturation_section(rows: Sequence[dict[str, Any]]) -> str:
     """How much joint mutual information BatchBALD's picks add, against its log K ceiling.
 
@@ -528,6 +568,7 @@ def write_results(extra_notes: str = "") -> None:
             timings=timing_table(rows) if rows else "_No round yet._\n",
             status=status_section(),
             saturation=saturation_section(rows),
+            curve_areas=curve_area_section(groups),
             probe=probe_section(),
             balanced_batches=balanced_batches_section(),
             notes=extra_notes,
@@ -635,6 +676,16 @@ the command in each row runs the same seeds in one call, one project per seed.
 ## Targets (issue 6)
 
 {targets}
+## Whole curves: mean accuracy over the budget
+
+Labels to 90% reads a single point, and where two learning curves cross near 90% at a
+shallow angle a seed moves it by tens of labels. The mean test accuracy over the whole run
+(the area under the learning curve from the initial 20 labels to the budget, divided by its
+width; `mean_accuracy` in app/simulate/report.py) weighs every round, so it ranks strategies
+with much less noise. Per seed, and the paired difference from random on the same seed
+(same initial set):
+
+{curve_areas}
 ## Learning curves
 
 {plots}

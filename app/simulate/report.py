@@ -14,6 +14,7 @@ import warnings
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, fields
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -105,6 +106,25 @@ def labels_to_reach(curve: Curve, threshold: float) -> float:
         if accuracy >= threshold:
             return float(labels)
     return math.inf
+
+
+def mean_accuracy(curve: Curve, start: int, stop: int) -> float:
+    """Mean test accuracy over the label range [start, stop]: the area under the learning
+    curve (linear between rounds) divided by its width.
+
+    Labels to x% reads one point where two curves may cross at a shallow angle; the area
+    weighs the whole run, so it ranks strategies with far less seed-to-seed noise. Both
+    ends must be measured points of the curve, so runs with different b compare fairly.
+
+    Raises:
+        ValueError: start or stop is not a point of the curve, or start >= stop.
+    """
+    points = dict(curve)
+    if start >= stop or start not in points or stop not in points:
+        raise ValueError(f"the curve has no points at both {start} and {stop} labels")
+    xs = sorted(n for n in points if start <= n <= stop)
+    area = sum((right - left) * (points[left] + points[right]) / 2 for left, right in pairwise(xs))
+    return area / (stop - start)
 
 
 def percentile(values: Sequence[float], q: float) -> float:

@@ -25,6 +25,7 @@ from app.simulate.report import (
     group_curves,
     labels_to_reach,
     markdown_table,
+    mean_accuracy,
     mean_band,
     percentile,
     threshold_table,
@@ -140,6 +141,17 @@ def test_labels_to_reach_first_crossing() -> None:
     assert labels_to_reach(curve, 0.90) == 30
     assert labels_to_reach(curve, 0.95) == 50
     assert math.isinf(labels_to_reach(curve, 0.99))
+
+
+def test_mean_accuracy_is_the_normalised_trapezoid_area() -> None:
+    curve = [(20, 0.5), (30, 0.7), (60, 0.9), (80, 0.95)]
+    # (10 * 0.6 + 30 * 0.8) / 40 over [20, 60]
+    assert mean_accuracy(curve, 20, 60) == pytest.approx(0.75)
+    assert mean_accuracy(curve, 20, 80) == pytest.approx((6 + 24 + 20 * 0.925) / 60)
+    with pytest.raises(ValueError, match="no points"):
+        mean_accuracy(curve, 20, 70)
+    with pytest.raises(ValueError, match="no points"):
+        mean_accuracy(curve, 60, 60)
 
 
 def test_percentile_matches_numpy_when_finite() -> None:
