@@ -254,6 +254,17 @@ def run_round(
     return RoundOutcome(round_id, "done", next_round_id=next_round)
 
 
+def round_seed(project_seed: int, round_id: int) -> int:
+    """The seed of one round's network init, dropout masks, batches and selection noise.
+
+    Hashed rather than ``project_seed + round_id``: with the sum, seed s's round r + 1 drew
+    exactly what seed s + 1's round r drew, so a benchmark's "independent" seeds shared
+    their random streams one round apart.
+    """
+    digest = hashlib.blake2b(f"{project_seed}/{round_id}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") >> 1  # 63 bits: every torch and numpy seed takes it
+
+
 def _execute(ctx: WorkerContext, claim: _Claim, timer: PhaseTimer) -> None:
     with timer.phase("load"):
         data = load_round_data(ctx, claim)
@@ -261,7 +272,7 @@ def _execute(ctx: WorkerContext, claim: _Claim, timer: PhaseTimer) -> None:
         device = pick_device()
         tensors = _load_tensors(ctx, data, device)
     project = data.project
-    seed = project.seed + claim.round_id
+    seed = round_seed(project.seed, claim.round_id)
     notes: list[str] = []
     if len(tensors.y_train) == 0:
         _write_random_round(ctx, claim, data, tensors, timer, device)

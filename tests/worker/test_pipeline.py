@@ -37,6 +37,7 @@ from worker.pipeline import (
     WorkerContext,
     majority_label,
     recover_rounds,
+    round_seed,
     run_round,
     split_validation,
 )
@@ -122,6 +123,13 @@ def test_round_trains_evaluates_scores_and_writes_one_consistent_round(
     assert metrics["note"] is None
     assert set(rnd.timings) >= PHASES and all(v >= 0 for v in rnd.timings.values())
     assert rnd.timings["total"] >= rnd.timings["train"]
+
+
+def test_round_seeds_are_reproducible_and_not_shared_between_project_seeds() -> None:
+    assert round_seed(0, 5) == round_seed(0, 5)
+    seeds = {round_seed(project, round_id) for project in range(-2, 6) for round_id in range(40)}
+    assert len(seeds) == 8 * 40  # a sum would give (s, r + 1) the seed of (s + 1, r)
+    assert all(0 <= seed < 2**63 for seed in seeds)
 
 
 def test_labels_are_majority_voted_and_ties_go_to_the_latest() -> None:
