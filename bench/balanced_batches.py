@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import statistics
 import sys
 import time
 from collections import defaultdict
@@ -39,6 +38,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from app.simulate.datasets import Dataset, balanced_initial, load_dataset
+from app.simulate.report import percentile
 from worker.acquisition import random_select, select
 from worker.networks import MCDropoutNetwork, NetworkSpec, build_network
 from worker.training import TrainConfig, evaluate, fit, mc_log_probs
@@ -99,6 +99,8 @@ def run(strategy: str, sampler: str, seed: int, data: Tensors) -> Iterator[dict[
     """One active-learning run; yields a record per round until 90% or the budget."""
     labelled = balanced_initial(data.y_pool.numpy(), 2, seed)
     for round_index in range(BUDGET):
+        # Not worker.pipeline.round_seed: the committed runs used this derivation (also
+        # independent across seeds), and the loop must reproduce them.
         round_seed = seed * 1000 + round_index
         config = TrainConfig(seed=round_seed, balanced_below=SAMPLERS[sampler])
         model = build_network(
@@ -133,30 +135,26 @@ def run(strategy: str, sampler: str, seed: int, data: Tensors) -> Iterator[dict[
         labelled += acquire(strategy, model, data, labelled, round_seed)
 
 
-def finished(out: Path) -> set[tuple[str, str, int]]:
-    done: set[tuple[str, str, int]] = set()
+def run_ends(out: Path) -> dict[tuple[str, str], dict[int, dict[str, Any]]]:
+    """(strategy, sampler) -> seed -> the last round of each finished run (90% or budget)."""
+    ends: dict[tuple[str, str], dict[int, dict[str, Any]]] = defaultdict(dict)
     if out.exists():
         for line in out.read_text().splitlines():
             row = json.loads(line)
             if row["accuracy"] >= TARGET or row["labels"] >= BUDGET:
-                done.add((row["strategy"], row["sampler"], row["seed"]))
-    return done
+                ends[(row["strategy"], row["sampler"])][row["seed"]] = row
+    return ends
 
 
 def markdown_table(out: Path) -> str:
     """Labels to 90% per strategy and sampler, seed by seed, with the labelled set's class
     spread when the run stopped."""
-    ends: dict[tuple[str, str], dict[int, dict[str, Any]]] = defaultdict(dict)
-    for line in out.read_text().splitlines():
-        row = json.loads(line)
-        if row["accuracy"] >= TARGET or row["labels"] >= BUDGET:
-            ends[(row["strategy"], row["sampler"])][row["seed"]] = row
     lines = [
         "| strategy | batches | labels to 90%, seed by seed | median "
         "| labels per class at the end (fewest–most) |",
         "|---|---|---|---|---|",
     ]
-    for (strategy, sampler), by_seed in sorted(ends.items()):
+    for (strategy, sampler), by_seed in sorted(run_ends(out).items()):
         rows = [by_seed[seed] for seed in sorted(by_seed)]
         needed = [row["labels"] if row["accuracy"] >= TARGET else math.inf for row in rows]
         lines.append(
@@ -164,7 +162,7 @@ def markdown_table(out: Path) -> str:
             + ", ".join(
                 f"s{row['seed']}: {_labels(n)}" for row, n in zip(rows, needed, strict=True)
             )
-            + f" | {_labels(statistics.median(needed))} | "
+            + f" | {_labels(percentile(needed, 50))} | "
             + ", ".join(f"{row['smallest_class']}–{row['largest_class']}" for row in rows)
             + " |"
         )
@@ -186,11 +184,11 @@ def main() -> None:
     data = as_tensors(load_dataset(args.dataset), MC_SAMPLES[args.dataset])
     out = OUT / f"{args.dataset}.jsonl"
     out.parent.mkdir(parents=True, exist_ok=True)
-    done = finished(out)
+    ends = run_ends(out)
     for seed in (int(s) for s in args.seeds.split(",")):
         for strategy in args.strategies.split(","):
             for sampler in args.samplers.split(","):
-                if (strategy, sampler, seed) in done:
+                if seed in ends.get((strategy, sampler), {}):
                     continue
                 for record in run(strategy, sampler, seed, data):
                     print(json.dumps(record), flush=True)

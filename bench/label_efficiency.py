@@ -426,7 +426,7 @@ def targets_section(groups: dict[tuple[Any, ...], dict[int, Curve]]) -> str:
     batchbald_vs_random = Comparison.of(repeated["batchbald"], repeated["random"])
     r_bb, r_rnd = batchbald_vs_random.medians
     random_vs_bald = Comparison.of(repeated["random"], repeated["bald"])
-    r_rnd2, r_bald = random_vs_bald.medians
+    r_rnd_for_bald, r_bald = random_vs_bald.medians
     lines = [
         f"- MNIST-5k: BatchBALD median labels to 90% = {_labels(bb)} (target ≤ 110): "
         f"{_verdict(alone, bb <= 110)}",
@@ -434,8 +434,8 @@ def targets_section(groups: dict[tuple[Any, ...], dict[int, Curve]]) -> str:
         f"(target ≥ 1.5×): {_verdict(versus_random, ratio >= 1.5)}",
         f"- Repeated-MNIST: BatchBALD {_labels(r_bb)} ≤ random {_labels(r_rnd)}: "
         f"{_verdict(batchbald_vs_random, r_bb <= r_rnd)}",
-        f"- Repeated-MNIST: random {_labels(r_rnd2)} < BALD {_labels(r_bald)}: "
-        f"{_verdict(random_vs_bald, r_rnd2 < r_bald)}",
+        f"- Repeated-MNIST: random {_labels(r_rnd_for_bald)} < BALD {_labels(r_bald)}: "
+        f"{_verdict(random_vs_bald, r_rnd_for_bald < r_bald)}",
     ]
     for name, runs in (("MNIST-5k", mnist), ("Repeated-MNIST", repeated)):
         power = Comparison.of(runs["powerbald"], runs["batchbald"])
