@@ -755,6 +755,11 @@ and `short_acc` each change one half. Cells: mean test accuracy (the seeds; medi
 steps).
 
 {probe}
+In the committed probe (bench/results/label_efficiency/schedule_probe.jsonl, run 2026-11-30)
+the old schedule stops after 80-140 steps and trails the default by 3-10 points of accuracy
+at every size; each half of the change recovers part of that, and at 60 and 120 labels
+neither half alone matches both together.
+
 ## Investigation: Repeated-MNIST's noise
 
 The first Repeated-MNIST runs added N(0, 0.1) in [0, 1] pixel units, about 3.2× the
