@@ -183,19 +183,24 @@ CHEAP_EXTRAS = (
 # (log 100 = 4.6 nats) against the CPU grid's K=20 (3.0 nats). 150 labels cover the 90% mark.
 DIAGNOSTIC = Cell("mnist5k", "batchbald", 10, 100, 0, budget=150)
 MINIMUM_SEEDS = 3
+IN_NO_TARGET = ("repeated-mnist", "margin")  # the minimum grid's one row no target reads
 
 
 def plan_cells(plan: str, seeds: int, only: str | None) -> list[Cell]:
     """The minimum grid seed by seed (PowerBALD after the others' first MINIMUM_SEEDS
     seeds), the contested comparison's later seeds, the minimum grid's other later seeds
-    row by row (a row is whole only with all its seeds), the cheap extras over the first
-    seeds, PowerBALD's later seeds, then (full plan) the K=100 diagnostic and the rest."""
+    row by row (a row is whole only with all its seeds; margin on Repeated-MNIST, in no
+    target, after the ~10-minute b=40 extras), the other cheap extras over the first seeds,
+    PowerBALD's later seeds, then (full plan) the K=100 diagnostic and the rest."""
     first_seeds = range(min(seeds, MINIMUM_SEEDS))
     later_seeds = range(MINIMUM_SEEDS, seeds)
     order = [(seed, d, s, 10) for seed in first_seeds for d, s in GRID_CELLS]
     order += [(seed, d, s, 10) for seed in first_seeds for d, s in LATER_CELLS]
     order += [(seed, d, s, 10) for seed in later_seeds for d, s in CONTESTED_CELLS]
-    order += [(seed, d, s, 10) for d, s in _cheapest_first(GRID_CELLS) for seed in later_seeds]
+    later_rows = [row for row in _cheapest_first(GRID_CELLS) if row != IN_NO_TARGET]
+    order += [(seed, d, s, 10) for d, s in later_rows for seed in later_seeds]
+    order += [(seed, d, s, b) for seed in first_seeds for d, s, b in CHEAP_EXTRAS if b != 10]
+    order += [(seed, *IN_NO_TARGET, 10) for seed in later_seeds]
     order += [(seed, d, s, b) for seed in first_seeds for d, s, b in CHEAP_EXTRAS]
     order += [(seed, d, s, 10) for d, s in LATER_CELLS for seed in later_seeds]
     cells = list(dict.fromkeys(Cell(d, s, b, K_FOR[d], seed) for seed, d, s, b in order))
