@@ -194,7 +194,8 @@ def plan_cells(plan: str, seeds: int, only: str | None) -> list[Cell]:
     seeds), the contested comparison's later seeds, the minimum grid's other later seeds
     row by row (a row is whole only with all its seeds; margin on Repeated-MNIST, in no
     target, after the ~10-minute b=40 extras), entropy over the first seeds, PowerBALD's
-    later seeds, then (full plan) the K=100 diagnostic and the rest."""
+    later seeds, the extras' later seeds, then (full plan) the K=100 diagnostic and the
+    rest."""
     first_seeds = range(min(seeds, MINIMUM_SEEDS))
     later_seeds = range(MINIMUM_SEEDS, seeds)
     order = [(seed, d, s, 10) for seed in first_seeds for d, s in GRID_CELLS]
@@ -206,6 +207,8 @@ def plan_cells(plan: str, seeds: int, only: str | None) -> list[Cell]:
     order += [(seed, *IN_NO_TARGET, 10) for seed in later_seeds]
     order += [(seed, *ENTROPY_EXTRA) for seed in first_seeds]
     order += [(seed, d, s, 10) for d, s in LATER_CELLS for seed in later_seeds]
+    order += [(seed, d, s, b) for d, s, b in BATCH_40_EXTRAS for seed in later_seeds]
+    order += [(seed, *ENTROPY_EXTRA) for seed in later_seeds]
     cells = list(dict.fromkeys(Cell(d, s, b, K_FOR[d], seed) for seed, d, s, b in order))
     if plan == "full":
         cells.append(DIAGNOSTIC)
