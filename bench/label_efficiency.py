@@ -616,8 +616,6 @@ def write_results(extra_notes: str = "") -> None:
 def _engine_versions() -> dict[str, list[str]]:
     versions: dict[str, list[str]] = defaultdict(list)
     for path in sorted(OUT.glob("*/*/provenance.json")):
-        if path.parent.parent == CORRELATED:
-            continue
         info = json.loads(path.read_text())
         key = " / ".join(
             info.get(f"worker/{name}.py", "?")
@@ -734,11 +732,13 @@ def random_spread(groups: dict[tuple[Any, ...], dict[int, Curve]]) -> str:
 
 
 def _signed(gap: float) -> str:
-    return _labels(gap) if math.isinf(gap) else f"{gap:+g}"
+    """A paired gap in labels; none where a run never reached the threshold."""
+    return f"{gap:+g}" if math.isfinite(gap) else "–"
 
 
 def _area_text(curve: Curve) -> str:
-    return f"{mean_accuracy(curve, INITIAL_LABELS, BUDGET):.3f}" if _areas({0: curve}) else "–"
+    area = _areas({0: curve}).get(0)
+    return "–" if area is None else f"{area:.3f}"
 
 
 RESULTS_TEMPLATE = """\
