@@ -153,8 +153,10 @@ export async function fetchBlob(path, options) {
 export async function download(path, fallbackName) {
   const response = await send("GET", path);
   const disposition = response.headers.get("Content-Disposition") || "";
-  const match = /filename\*?=(?:UTF-8'')?"?([^";]+)"?/i.exec(disposition);
-  const name = match ? decodeURIComponent(match[1]) : fallbackName;
+  // RFC 6266: the UTF-8 `filename*` is the real name; `filename` is an ASCII stand-in.
+  const encoded = /filename\*=UTF-8''([^;\s]+)/i.exec(disposition);
+  const plain = /filename="([^"]*)"/i.exec(disposition);
+  const name = encoded ? decodeURIComponent(encoded[1]) : plain ? plain[1] : fallbackName;
   const url = URL.createObjectURL(await response.blob());
   const link = document.createElement("a");
   link.href = url;

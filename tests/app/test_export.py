@@ -5,13 +5,18 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
+from email.message import Message
 from typing import Any
+from urllib.parse import unquote
 
+import httpx
+import pytest
 from sqlalchemy import select
 
-from app.models import Annotator, Item, Label
+from app.models import Annotator, Item, Label, Project
 from app.services.export import COLUMNS
-from tests.app.conftest import Api
+from tests.app.conftest import Api, bearer
 
 
 def _expected(api: Api) -> list[dict[str, Any]]:
@@ -103,3 +108,55 @@ def test_export_pages_through_many_labels(api: Api, monkeypatch: Any) -> None:
         api.label(item_id, "cat", api.admin_token)
     rows = api.get(f"/api/v1/projects/{pid}/export", params={"format": "json"}).json()
     assert [row["item_id"] for row in rows] == ids
+
+
+def _rename(api: Api, project_id: int, name: str) -> None:
+    # Behind the API's back: names stored before the API refused control characters (or
+    # written by other tools) must still export.
+    with api.app.state.session_factory() as session:
+        session.get_one(Project, project_id).name = name
+        session.commit()
+
+
+def _filename_star(header: str) -> str:
+    match = re.search(r"filename\*=UTF-8''([^;\s]+)", header)
+    assert match, header
+    return unquote(match.group(1), encoding="utf-8", errors="strict")
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["日本語", "new\nline", "del\x7fete", 'say "hi"', "back\\slash", "50% off; x=1", "tab\there"],
+)
+def test_export_filename_is_rfc_6266_encoded_for_any_project_name(api: Api, name: str) -> None:
+    pid = api.project()["id"]
+    _rename(api, pid, name)
+    response = api.get(f"/api/v1/projects/{pid}/export")
+    assert response.status_code == 200
+    raw = response.headers.raw
+    (header,) = [value for key, value in raw if key.lower() == b"content-disposition"]
+    # Visible ASCII and spaces only: what every HTTP implementation passes through.
+    assert all(0x20 <= byte < 0x7F for byte in header), header
+    text = header.decode("ascii")
+    assert _filename_star(text) == f"{name}-labels.csv"
+    fallback = re.fullmatch(r'attachment; filename="([^"\\]*)"; filename\*=\S+', text)
+    assert fallback, text
+    assert fallback.group(1).endswith("-labels.csv")
+    assert not set(fallback.group(1)) & set('%"\\/')
+    # An independent decoder of the extended parameter (the stdlib's RFC 2231 support; it
+    # prefers whichever `filename` comes first, so it is given `filename*` alone).
+    message = Message()
+    message["Content-Disposition"] = "attachment; " + text.split("; ")[-1]
+    assert message.get_filename() == f"{name}-labels.csv"
+
+
+def test_export_of_a_project_named_with_a_newline_answers_on_a_real_server(
+    api: Api, live_server: str
+) -> None:
+    pid = api.project()["id"]
+    _rename(api, pid, "two\nlines")
+    response = httpx.get(
+        f"{live_server}/api/v1/projects/{pid}/export", headers=bearer(api.admin_token)
+    )
+    assert response.status_code == 200
+    assert _filename_star(response.headers["content-disposition"]) == "two\nlines-labels.csv"
