@@ -24,6 +24,16 @@ ZIP_MAGIC = b"PK\x03\x04"
 # Total bytes a zip may expand to, as a multiple of the upload limit. Images barely
 # compress, so an honest archive stays near 1×; this only stops absurd declared sizes.
 ZIP_EXPANSION_OF_UPLOAD_LIMIT = 4
+# Content-addressed: the bytes behind an item never change, so the browser keeps them
+# (`immutable`: not even revalidated on reload). But who may see them depends on the token,
+# and a browser's cache is shared by everyone who uses it: `Vary: Authorization` makes it
+# answer only a request with the same Authorization header as the one that fetched the
+# copy, so another token, or none, goes to the server and its checks. `private` keeps
+# shared caches (proxies, CDNs) from storing a per-user answer at all.
+IMAGE_CACHE_HEADERS = {
+    "Cache-Control": "private, max-age=31536000, immutable",
+    "Vary": "Authorization",
+}
 
 
 @router.post(
@@ -117,8 +127,7 @@ def get_image(
 ) -> Response:
     item = service.get_visible_item(session=session, user=user, item_id=item_id)
     etag = f'"{item.sha256}"'
-    # Content-addressed: the bytes behind an item never change, so the browser may keep them.
-    headers = {"ETag": etag, "Cache-Control": "private, max-age=31536000, immutable"}
+    headers = {"ETag": etag, **IMAGE_CACHE_HEADERS}
     if etag in request.headers.get("if-none-match", ""):
         return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers=headers)
     try:

@@ -227,12 +227,16 @@ def test_image_endpoint_serves_bytes_with_cache_headers(api: Api) -> None:
     assert response.content == data
     assert response.headers["content-type"] == "image/png"
     assert "immutable" in response.headers["cache-control"]
+    # A browser's cache is shared by whoever uses it: a cached copy answers only the token
+    # that fetched it (tests/e2e/test_image_cache.py checks this in Chromium).
+    assert response.headers["vary"] == "Authorization"
     etag = response.headers["etag"]
     again = api.client.get(
         f"/api/v1/items/{item_id}/image",
         headers={"Authorization": f"Bearer {api.admin_token}", "If-None-Match": etag},
     )
     assert again.status_code == 304
+    assert again.headers["vary"] == "Authorization"
 
 
 def test_validation_items_are_never_served_by_next(api: Api) -> None:
