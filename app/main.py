@@ -29,11 +29,13 @@ from app.api.health import Instruments, make_instruments
 from app.config import REPO_ROOT, Settings, get_settings
 from app.db import make_engine, make_session_factory, ping_idle_connections
 from app.deps import HOT_CONNECTIONS
+from app.docs_pages import DOCS_PATHS, add_docs
 from app.logging import configure_logging
 from app.migrate import upgrade_database
 from app.security import make_token_cache
 from app.services import ServiceError
 from app.storage import LocalImageStore
+from app.web_security import SecurityHeaders
 from worker.celery_app import make_celery
 
 logger = logging.getLogger(__name__)
@@ -76,6 +78,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description="Label images with Bayesian active learning: a model picks the image "
         "that teaches it most. Authenticate with `Authorization: Bearer <token>`.",
         lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.engine = engine
@@ -90,6 +94,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.token_cache = make_token_cache(settings.token_cache_seconds)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes)
     app.add_middleware(RequestMetrics, instruments=app.state.instruments)
+    app.add_middleware(SecurityHeaders, docs_paths=DOCS_PATHS)
     _add_error_handlers(app)
     for router in routers():
         app.include_router(router)
@@ -380,6 +385,7 @@ def _add_frontend(app: FastAPI) -> None:
     def dashboard() -> FileResponse:
         return _page("dashboard.html")
 
+    add_docs(app)
     if FRONTEND_DIR.is_dir():
         app.mount("/static", StaticFiles(directory=FRONTEND_DIR), name="static")
 

@@ -31,6 +31,18 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
+# What the columns hold, for the API to check before a write (so a bad value is a 422 that
+# names the field, never a database error). An Integer column, ids included, is 32 bits
+# on PostgreSQL; SQLite stores 64, but one bound keeps the two databases' answers alike.
+INT32_MIN = -(2**31)
+INT32_MAX = 2**31 - 1
+# Longest names. A class name is what every label, known label and prediction stores, so
+# a class is never longer than a label can be.
+LABEL_LENGTH = 200
+PROJECT_NAME_LENGTH = 200
+ANNOTATOR_NAME_LENGTH = 120
+IDEMPOTENCY_KEY_LENGTH = 100
+
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
@@ -84,7 +96,7 @@ class Annotator(Base):
     __tablename__ = "annotators"
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    name: Mapped[str] = mapped_column(String(120), unique=True)
+    name: Mapped[str] = mapped_column(String(ANNOTATOR_NAME_LENGTH), unique=True)
     role: Mapped[Role] = mapped_column(_enum(Role, "role"))
     # sha256 of a 256-bit random token: tokens are high-entropy, so a fast hash is safe and
     # lets authentication be one indexed lookup.
@@ -100,7 +112,7 @@ class Project(Base):
     __tablename__ = "projects"
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    name: Mapped[str] = mapped_column(String(200), unique=True)
+    name: Mapped[str] = mapped_column(String(PROJECT_NAME_LENGTH), unique=True)
     classes: Mapped[list[str]] = mapped_column(JSON)
     strategy: Mapped[str] = mapped_column(String(32), default="batchbald")
     query_size: Mapped[int] = mapped_column(Integer, default=10)
@@ -139,7 +151,7 @@ class Item(Base):
     width: Mapped[int] = mapped_column(Integer)
     height: Mapped[int] = mapped_column(Integer)
     split: Mapped[Split] = mapped_column(_enum(Split, "split"), default=Split.pool)
-    known_label: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    known_label: Mapped[str | None] = mapped_column(String(LABEL_LENGTH), nullable=True)
     # Count of current labels, kept in the same transaction as every label change so the
     # queue can skip labelled items through an index instead of a join over labels.
     label_count: Mapped[int] = mapped_column(Integer, default=0)
@@ -177,7 +189,7 @@ class Label(Base):
     project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
     item_id: Mapped[int] = mapped_column(ForeignKey("items.id", ondelete="CASCADE"))
     annotator_id: Mapped[int] = mapped_column(ForeignKey("annotators.id", ondelete="CASCADE"))
-    label: Mapped[str] = mapped_column(String(200))
+    label: Mapped[str] = mapped_column(String(LABEL_LENGTH))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     ms_spent: Mapped[int | None] = mapped_column(Integer, nullable=True)
     # Which round's queue served the item (None: served from the random pool order).
@@ -189,7 +201,9 @@ class Label(Base):
     retired_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     undone: Mapped[bool] = mapped_column(Boolean, default=False)
     # The request's Idempotency-Key header, unique per annotator: a retry returns this row.
-    idempotency_key: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    idempotency_key: Mapped[str | None] = mapped_column(
+        String(IDEMPOTENCY_KEY_LENGTH), nullable=True
+    )
 
 
 class Skip(Base):
@@ -279,7 +293,7 @@ class Prediction(Base):
     item_id: Mapped[int] = mapped_column(
         ForeignKey("items.id", ondelete="CASCADE"), primary_key=True
     )
-    predicted: Mapped[str] = mapped_column(String(200))
+    predicted: Mapped[str] = mapped_column(String(LABEL_LENGTH))
     confidence: Mapped[float] = mapped_column(Float)
     probabilities: Mapped[list[float]] = mapped_column(JSON)
     # The round's acquisition score for this item: orders the pool once the queue is used up.

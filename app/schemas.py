@@ -5,12 +5,31 @@ The browser UI, the simulator and integrations all speak exactly these shapes.
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, get_args
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+)
+from pydantic_core import PydanticCustomError
 
-from app.models import Role, RoundStatus, Split
+from app.models import (
+    ANNOTATOR_NAME_LENGTH,
+    IDEMPOTENCY_KEY_LENGTH,
+    INT32_MAX,
+    INT32_MIN,
+    LABEL_LENGTH,
+    PROJECT_NAME_LENGTH,
+    Role,
+    RoundStatus,
+    Split,
+)
 
 Strategy = Literal[
     "random",
@@ -39,6 +58,60 @@ def _as_utc(moment: datetime) -> datetime:
 UtcDatetime = Annotated[datetime, AfterValidator(_as_utc)]
 
 
+# --- what a request may carry ---------------------------------------------------------------
+# A value the database cannot store must be a 422 naming its field, never a database error
+# (a 500): integers stay within StoredInt's bounds (tests/app/test_input_limits.py checks
+# every one in the OpenAPI schema), and text has one of the types below.
+
+StoredInt = Annotated[int, Field(ge=INT32_MIN, le=INT32_MAX)]
+"""An integer stored in an Integer column: 32 bits (PostgreSQL's int4)."""
+
+_CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def _no_nul(text: str) -> str:
+    if "\x00" in text:
+        raise PydanticCustomError("nul_character", "must not contain the NUL character (U+0000)")
+    return text
+
+
+def _no_control_characters(text: str) -> str:
+    found = _CONTROL_CHARACTER.search(text)
+    if found is not None:
+        raise PydanticCustomError(
+            "control_character",
+            "must not contain control characters (found U+{code})",
+            {"code": f"{ord(found.group()):04X}"},
+        )
+    return text
+
+
+# Names people read and tools pass around (projects, annotators, classes, keys) are one
+# line with no control characters (C0, DEL, C1): line breaks, tabs and escapes in a name
+# break CSV cells, file names, HTTP headers and terminals, and NUL cannot be stored. The
+# length comes first, so a name too long is reported as that.
+_PLAIN = AfterValidator(_no_control_characters)
+
+StoredText = Annotated[str, AfterValidator(_no_nul)]
+"""Any other text the API stores: PostgreSQL's text types cannot hold NUL (U+0000)."""
+
+ProjectName = Annotated[
+    str, StringConstraints(min_length=1, max_length=PROJECT_NAME_LENGTH), _PLAIN
+]
+AnnotatorName = Annotated[
+    str, StringConstraints(min_length=1, max_length=ANNOTATOR_NAME_LENGTH), _PLAIN
+]
+ClassName = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=LABEL_LENGTH), _PLAIN
+]
+"""A class, stripped of outer spaces. Labels store its name, so it fits in one."""
+LabelName = Annotated[str, StringConstraints(min_length=1, max_length=LABEL_LENGTH), _PLAIN]
+"""A label as given: one of the project's class names."""
+IdempotencyKeyText = Annotated[
+    str, StringConstraints(min_length=1, max_length=IDEMPOTENCY_KEY_LENGTH), _PLAIN
+]
+
+
 class ORMModel(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
@@ -47,7 +120,7 @@ class ORMModel(BaseModel):
 
 
 class AnnotatorCreate(BaseModel):
-    name: str = Field(min_length=1, max_length=120)
+    name: AnnotatorName
     role: Role = Role.annotator
 
 
@@ -77,26 +150,25 @@ class ProjectSettings(BaseModel):
     image_size: int = Field(28, ge=8, le=512)
     image_channels: Literal[1, 3] = 1
     network: Network = "auto"
-    seed: int = 0
+    seed: StoredInt = 0
 
 
 class ProjectCreate(ProjectSettings):
-    name: str = Field(min_length=1, max_length=200)
-    classes: list[str] = Field(min_length=2, max_length=1000)
+    name: ProjectName
+    classes: list[ClassName] = Field(
+        min_length=2, max_length=1000, description="Class names, stripped of outer spaces."
+    )
 
     @field_validator("classes")
     @classmethod
-    def _classes_are_distinct_names(cls, classes: list[str]) -> list[str]:
-        cleaned = [name.strip() for name in classes]
-        if any(not name for name in cleaned):
-            raise ValueError("class names must not be empty")
-        if len(set(cleaned)) != len(cleaned):
+    def _classes_are_distinct(cls, classes: list[str]) -> list[str]:
+        if len(set(classes)) != len(classes):
             raise ValueError("class names must be distinct")
-        return cleaned
+        return classes
 
 
 class ProjectUpdate(BaseModel):
-    name: str | None = Field(None, min_length=1, max_length=200)
+    name: ProjectName | None = None
     strategy: Strategy | None = None
     query_size: int | None = Field(None, ge=1, le=1000)
     retrain_every: int | None = Field(None, ge=1, le=100_000)
@@ -188,7 +260,7 @@ class NextItem(BaseModel):
 
 
 class LabelCreate(BaseModel):
-    label: str = Field(min_length=1, max_length=200)
+    label: LabelName
     ms_spent: int | None = Field(None, ge=0, le=86_400_000)
 
 

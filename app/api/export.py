@@ -8,6 +8,7 @@ from urllib.parse import quote
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import StreamingResponse
 
+from app.api.params import ProjectId
 from app.deps import API_PREFIX, AdminUser, SessionDep
 from app.schemas import ExportFormat
 from app.services.export import COLUMNS, MEDIA_TYPES, export_rows, render
@@ -24,7 +25,7 @@ router = APIRouter(prefix=f"{API_PREFIX}/projects", tags=["export"])
     description="Columns: " + ", ".join(COLUMNS) + ".",
 )
 def export_labels(
-    project_id: int,
+    project_id: ProjectId,
     request: Request,
     session: SessionDep,
     admin: AdminUser,

@@ -5,14 +5,24 @@ from __future__ import annotations
 import itertools
 import zipfile
 from collections.abc import Iterator
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, File, Query, Request, Response, UploadFile, status
+from fastapi.exceptions import RequestValidationError
+from pydantic import TypeAdapter, ValidationError
 
+from app.api.params import ItemCursor, ItemId, ProjectId
 from app.config import Settings
 from app.deps import API_PREFIX, AdminUser, CurrentUser, SessionDep, SettingsDep, StoreDep
 from app.images import sniff_media_type
-from app.schemas import ItemPage, ItemPublic, ItemStatus, SkippedFile, UploadReport
+from app.schemas import (
+    ItemPage,
+    ItemPublic,
+    ItemStatus,
+    SkippedFile,
+    StoredText,
+    UploadReport,
+)
 from app.services import Invalid, NotFound
 from app.services import items as service
 from app.services.imports import Candidate, ZipLimits, import_candidates, iter_zip, open_zip
@@ -42,13 +52,14 @@ IMAGE_CACHE_HEADERS = {
     responses={413: {"description": "Upload or unpacked zip too large"}},
 )
 def upload_items(
-    project_id: int,
+    project_id: ProjectId,
     files: Annotated[list[UploadFile], File(description="Images and/or .zip files.")],
     session: SessionDep,
     settings: SettingsDep,
     store: StoreDep,
     admin: AdminUser,
 ) -> UploadReport:
+    _check_filenames(files)
     project = get_visible_project(session=session, user=admin, project_id=project_id)
     # Open (and check) every zip before importing anything: a zip bomb rejects the whole
     # request with nothing written.
@@ -60,6 +71,22 @@ def upload_items(
         candidates=itertools.chain.from_iterable(sources),
         max_pixels=settings.max_image_pixels,
     )
+
+
+_FILENAME = TypeAdapter(StoredText)
+
+
+def _check_filenames(files: list[UploadFile]) -> None:
+    """A 422 naming each upload whose name the database cannot store, before any import."""
+    errors: list[dict[str, Any]] = []
+    for index, upload in enumerate(files):
+        try:
+            _FILENAME.validate_python(upload.filename or "")
+        except ValidationError as exc:
+            loc = ("body", "files", index, "filename")
+            errors += [{**error, "loc": loc} for error in exc.errors(include_url=False)]
+    if errors:
+        raise RequestValidationError(errors)
 
 
 def _source(upload: UploadFile, settings: Settings) -> Iterator[Candidate | SkippedFile]:
@@ -90,14 +117,14 @@ def _single(name: str, upload: UploadFile) -> Iterator[Candidate]:
 
 @router.get("/projects/{project_id}/items", summary="A page of the project's items")
 def list_items(
-    project_id: int,
+    project_id: ProjectId,
     session: SessionDep,
     user: CurrentUser,
     status_filter: Annotated[
         ItemStatus | None, Query(alias="status", description="Only items in this state.")
     ] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    cursor: Annotated[int | None, Query(description="next_cursor of the previous page.")] = None,
+    cursor: ItemCursor = None,
 ) -> ItemPage:
     get_visible_project(session=session, user=user, project_id=project_id)
     return service.list_items(
@@ -111,7 +138,7 @@ def list_items(
 
 
 @router.get("/items/{item_id}", summary="One item, with your label if you gave one")
-def get_item(item_id: int, session: SessionDep, user: CurrentUser) -> ItemPublic:
+def get_item(item_id: ItemId, session: SessionDep, user: CurrentUser) -> ItemPublic:
     item = service.get_visible_item(session=session, user=user, item_id=item_id)
     return service.to_public(session=session, items=[item], annotator_id=user.id)[0]
 
@@ -123,7 +150,7 @@ def get_item(item_id: int, session: SessionDep, user: CurrentUser) -> ItemPublic
     responses={200: {"content": {"image/png": {}, "image/jpeg": {}}}, 304: {}},
 )
 def get_image(
-    item_id: int, request: Request, session: SessionDep, store: StoreDep, user: CurrentUser
+    item_id: ItemId, request: Request, session: SessionDep, store: StoreDep, user: CurrentUser
 ) -> Response:
     item = service.get_visible_item(session=session, user=user, item_id=item_id)
     etag = f'"{item.sha256}"'

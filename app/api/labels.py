@@ -8,9 +8,16 @@ from fastapi import APIRouter, Header, Request, Response, status
 from sqlalchemy.orm import Session
 
 from app.api.health import instruments
+from app.api.params import ItemId
 from app.api.responses import model_response
 from app.deps import API_PREFIX, CeleryDep, CurrentUser, SessionDep, SettingsDep, run_with_session
-from app.schemas import ErrorMessage, LabelCreate, LabelPublic, SkipPublic
+from app.schemas import (
+    ErrorMessage,
+    IdempotencyKeyText,
+    LabelCreate,
+    LabelPublic,
+    SkipPublic,
+)
 from app.services import begin_write, read_outside_transaction
 from app.services import labels as service
 from app.services.items import get_visible_item, label_target
@@ -19,11 +26,9 @@ from app.services.rounds import trigger_round_if_due
 router = APIRouter(prefix=f"{API_PREFIX}/items", tags=["labels"])
 
 IdempotencyKey = Annotated[
-    str | None,
+    IdempotencyKeyText | None,
     Header(
         alias="Idempotency-Key",
-        min_length=1,
-        max_length=100,
         description="Any unique string per label, e.g. a UUID. A retry with the same key "
         "returns the label the first request made (same id, 201) and writes nothing.",
     ),
@@ -50,7 +55,7 @@ REPLAYED_HEADER = "Idempotent-Replayed"
     },
 )
 async def create_label(
-    item_id: int,
+    item_id: ItemId,
     body: LabelCreate,
     request: Request,
     celery: CeleryDep,
@@ -111,7 +116,7 @@ def _public(result: service.LabelResult, *, round_enqueued: int | None = None) -
     summary="Undo your label on the item (kept in history); the item is leased back to you",
 )
 def undo_label(
-    item_id: int, session: SessionDep, settings: SettingsDep, user: CurrentUser
+    item_id: ItemId, session: SessionDep, settings: SettingsDep, user: CurrentUser
 ) -> LabelPublic:
     item = get_visible_item(session=session, user=user, item_id=item_id)
     undone = service.undo_label(
@@ -121,7 +126,7 @@ def undo_label(
 
 
 @router.post("/{item_id}/skip", summary="Do not show you this item again")
-def skip_item(item_id: int, session: SessionDep, user: CurrentUser) -> SkipPublic:
+def skip_item(item_id: ItemId, session: SessionDep, user: CurrentUser) -> SkipPublic:
     item = get_visible_item(session=session, user=user, item_id=item_id)
     service.skip_item(session=session, item=item, annotator=user)
     return SkipPublic(item_id=item.id)
@@ -134,7 +139,7 @@ def skip_item(item_id: int, session: SessionDep, user: CurrentUser) -> SkipPubli
     responses={404: {"model": ErrorMessage, "description": "No such item visible to you"}},
 )
 def unskip_item(
-    item_id: int, session: SessionDep, settings: SettingsDep, user: CurrentUser
+    item_id: ItemId, session: SessionDep, settings: SettingsDep, user: CurrentUser
 ) -> Response:
     item = get_visible_item(session=session, user=user, item_id=item_id)
     service.unskip_item(

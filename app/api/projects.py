@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response, status
 
+from app.api.params import AnnotatorId, ProjectId
 from app.deps import API_PREFIX, AdminUser, CurrentUser, SessionDep
 from app.models import Project
 from app.schemas import AnnotatorPublic, ProjectCreate, ProjectPublic, ProjectUpdate
@@ -31,7 +32,7 @@ def list_projects(session: SessionDep, user: CurrentUser) -> list[ProjectPublic]
 
 
 @router.get("/{project_id}", summary="One project, with item counts")
-def get_project(project_id: int, session: SessionDep, user: CurrentUser) -> ProjectPublic:
+def get_project(project_id: ProjectId, session: SessionDep, user: CurrentUser) -> ProjectPublic:
     return _public(
         session, service.get_visible_project(session=session, user=user, project_id=project_id)
     )
@@ -39,7 +40,7 @@ def get_project(project_id: int, session: SessionDep, user: CurrentUser) -> Proj
 
 @router.patch("/{project_id}", summary="Change a project's name or learning settings")
 def update_project(
-    project_id: int, body: ProjectUpdate, session: SessionDep, admin: AdminUser
+    project_id: ProjectId, body: ProjectUpdate, session: SessionDep, admin: AdminUser
 ) -> ProjectPublic:
     project = service.get_visible_project(session=session, user=admin, project_id=project_id)
     return _public(session, service.update_project(session=session, project=project, data=body))
@@ -50,7 +51,7 @@ def update_project(
     status_code=status.HTTP_204_NO_CONTENT,
     summary="Delete a project with its items, labels and rounds",
 )
-def delete_project(project_id: int, session: SessionDep, admin: AdminUser) -> Response:
+def delete_project(project_id: ProjectId, session: SessionDep, admin: AdminUser) -> Response:
     project = service.get_visible_project(session=session, user=admin, project_id=project_id)
     service.delete_project(session=session, project=project)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
@@ -58,7 +59,7 @@ def delete_project(project_id: int, session: SessionDep, admin: AdminUser) -> Re
 
 @router.put("/{project_id}/members/{annotator_id}", summary="Add an annotator to the project")
 def add_member(
-    project_id: int, annotator_id: int, session: SessionDep, admin: AdminUser
+    project_id: ProjectId, annotator_id: AnnotatorId, session: SessionDep, admin: AdminUser
 ) -> AnnotatorPublic:
     project = service.get_visible_project(session=session, user=admin, project_id=project_id)
     annotator = annotator_service.get_annotator(session=session, annotator_id=annotator_id)
@@ -72,7 +73,7 @@ def add_member(
     summary="Remove an annotator from the project (their labels stay)",
 )
 def remove_member(
-    project_id: int, annotator_id: int, session: SessionDep, admin: AdminUser
+    project_id: ProjectId, annotator_id: AnnotatorId, session: SessionDep, admin: AdminUser
 ) -> Response:
     project = service.get_visible_project(session=session, user=admin, project_id=project_id)
     annotator = annotator_service.get_annotator(session=session, annotator_id=annotator_id)

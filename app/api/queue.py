@@ -8,6 +8,7 @@ from fastapi import APIRouter, Query, Request, Response, status
 from sqlalchemy.orm import Session
 
 from app.api.health import instruments
+from app.api.params import ItemId, ProjectId
 from app.api.responses import next_items_response
 from app.deps import API_PREFIX, CurrentUser, SessionDep, SettingsDep, run_with_session
 from app.schemas import ErrorMessage, NextItem, PredictionPublic
@@ -24,7 +25,7 @@ router = APIRouter(prefix=API_PREFIX, tags=["queue"])
     summary="Up to n items to label next, best first; each is leased to you",
 )
 async def get_next(
-    project_id: int,
+    project_id: ProjectId,
     request: Request,
     settings: SettingsDep,
     user: CurrentUser,
@@ -55,7 +56,7 @@ async def get_next(
     description="No-op if you hold no lease on the item; someone else's is never touched.",
     responses={404: {"model": ErrorMessage, "description": "No such item visible to you"}},
 )
-def release_lease(item_id: int, session: SessionDep, user: CurrentUser) -> Response:
+def release_lease(item_id: ItemId, session: SessionDep, user: CurrentUser) -> Response:
     item = item_service.get_visible_item(session=session, user=user, item_id=item_id)
     hand_back(session=session, item_id=item.id, annotator_id=user.id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, status
 
+from app.api.params import ProjectId, RoundId
 from app.deps import API_PREFIX, CeleryDep, CurrentUser, SessionDep
 from app.schemas import RoundDetail, RoundPublic
 from app.services import rounds as service
@@ -13,7 +14,7 @@ router = APIRouter(prefix=API_PREFIX, tags=["rounds"])
 
 
 @router.get("/projects/{project_id}/rounds", summary="The project's rounds, newest first")
-def list_rounds(project_id: int, session: SessionDep, user: CurrentUser) -> list[RoundPublic]:
+def list_rounds(project_id: ProjectId, session: SessionDep, user: CurrentUser) -> list[RoundPublic]:
     get_visible_project(session=session, user=user, project_id=project_id)
     rounds = service.list_rounds(session=session, project_id=project_id)
     return [RoundPublic.model_validate(found) for found in rounds]
@@ -26,7 +27,7 @@ def list_rounds(project_id: int, session: SessionDep, user: CurrentUser) -> list
     responses={409: {"description": "A round is already queued or running"}},
 )
 def start_round(
-    project_id: int, session: SessionDep, celery: CeleryDep, user: CurrentUser
+    project_id: ProjectId, session: SessionDep, celery: CeleryDep, user: CurrentUser
 ) -> RoundPublic:
     project = get_visible_project(session=session, user=user, project_id=project_id)
     started = service.request_round(session=session, celery=celery, project=project)
@@ -34,7 +35,7 @@ def start_round(
 
 
 @router.get("/rounds/{round_id}", summary="One round, with the queue it built")
-def get_round(round_id: int, session: SessionDep, user: CurrentUser) -> RoundDetail:
+def get_round(round_id: RoundId, session: SessionDep, user: CurrentUser) -> RoundDetail:
     project_ids = member_project_ids(session=session, user=user)
     found = service.get_round(session=session, round_id=round_id, project_ids=project_ids)
     return service.round_detail(session=session, found=found)

@@ -164,6 +164,10 @@ def _item_row(
     candidate: Candidate, *, project: Project, classes: set[str], max_pixels: int
 ) -> dict[str, Any] | str:
     """The new Item's column values, or why the candidate is skipped."""
+    if "\x00" in candidate.name:
+        # PostgreSQL cannot store NUL. The API refuses such an upload's name with a 422 and
+        # zipfile cuts member names at NUL; this covers any other caller (or a future one).
+        return "the file name contains a NUL character (U+0000), which cannot be stored"
     if candidate.known_label is not None and candidate.known_label not in classes:
         return (
             f"label {candidate.known_label!r} in {LABELS_CSV} is not one of the project's "

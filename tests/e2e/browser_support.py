@@ -296,4 +296,6 @@ def wait_for_next_image(page: Page, previous: int | None) -> int:
 
 
 def wait_until_sent(page: Page) -> None:
-    page.wait_for_function("nextlabel.pending.length === 0")
+    # Predicates are written as functions: Playwright evaluates a bare expression with eval()
+    # in the page, which the pages' Content-Security-Policy refuses.
+    page.wait_for_function("() => nextlabel.pending.length === 0")

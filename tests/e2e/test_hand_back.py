@@ -21,7 +21,7 @@ from playwright.sync_api import Page, Request
 
 pytestmark = pytest.mark.browser
 
-BUFFER_FULL = "nextlabel.buffer.length >= 6 && nextlabel.buffer.every(entry => entry.loaded)"
+BUFFER_FULL = "() => nextlabel.buffer.length >= 6 && nextlabel.buffer.every(entry => entry.loaded)"
 LEASE_PATH = re.compile(r"/api/v1/items/(\d+)/lease$")
 
 

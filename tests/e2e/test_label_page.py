@@ -86,7 +86,7 @@ def test_next_image_is_prefetched_and_shown_without_waiting_for_the_network(
     page.on("request", lambda request: image_requests.append(request.url.split("?")[0]))
     page.goto("/")
     page.wait_for_function(
-        "window.nextlabel && nextlabel.current"
+        "() => window.nextlabel && nextlabel.current"
         " && nextlabel.buffer.length >= 3 && nextlabel.buffer.every(entry => entry.loaded)"
     )
     labelled = page.evaluate("nextlabel.current.id")
@@ -125,7 +125,7 @@ def test_next_image_is_prefetched_and_shown_without_waiting_for_the_network(
     labels = Api(server.url, admin_token).labels(project.id)
     assert [(row["item_id"], row["label"]) for row in labels] == [(labelled, "2")]
     # The buffer was topped up again behind the scenes.
-    page.wait_for_function("nextlabel.buffer.length >= 3")
+    page.wait_for_function("() => nextlabel.buffer.length >= 3")
     assert console.errors == []
 
 

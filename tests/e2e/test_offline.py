@@ -47,7 +47,7 @@ def test_labels_made_while_the_server_is_stopped_are_sent_once_it_is_back(
     page.goto("/")
     current = wait_for_next_image(page, None)
     page.wait_for_function(
-        "nextlabel.buffer.length >= 5 && nextlabel.buffer.every(entry => entry.loaded)"
+        "() => nextlabel.buffer.length >= 5 && nextlabel.buffer.every(entry => entry.loaded)"
     )
 
     labelled: dict[int, str] = {}
@@ -73,7 +73,7 @@ def test_labels_made_while_the_server_is_stopped_are_sent_once_it_is_back(
     screenshot(page, "label-offline")
 
     own_server.start()
-    page.wait_for_function("nextlabel.pending.length === 0", timeout=30_000)
+    page.wait_for_function("() => nextlabel.pending.length === 0", timeout=30_000)
     expect(banner).to_be_hidden()
     expect(page.locator("#sync-state")).to_have_text("All labels saved")
 
