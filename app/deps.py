@@ -6,7 +6,6 @@ from collections.abc import AsyncIterator, Callable
 from typing import Annotated, TypeVar
 
 from anyio import CapacityLimiter, to_thread
-from celery import Celery
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import bindparam, select
@@ -17,6 +16,7 @@ from app.config import Settings
 from app.models import Annotator, Role
 from app.security import TokenCache, TokenOwner, hash_token
 from app.services import read_outside_transaction
+from app.services.dispatch import RoundDispatcher
 from app.storage import LocalImageStore
 
 # Dependencies that do no I/O are `async def`: FastAPI runs sync ones in the thread pool,
@@ -91,9 +91,9 @@ async def get_store(request: Request) -> LocalImageStore:
     return store
 
 
-async def get_celery(request: Request) -> Celery:
-    celery: Celery = request.app.state.celery
-    return celery
+async def get_dispatcher(request: Request) -> RoundDispatcher:
+    dispatcher: RoundDispatcher = request.app.state.dispatcher
+    return dispatcher
 
 
 API_PREFIX = "/api/v1"
@@ -101,7 +101,7 @@ API_PREFIX = "/api/v1"
 SessionDep = Annotated[Session, Depends(get_db)]
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 StoreDep = Annotated[LocalImageStore, Depends(get_store)]
-CeleryDep = Annotated[Celery, Depends(get_celery)]
+DispatcherDep = Annotated[RoundDispatcher, Depends(get_dispatcher)]
 
 _bearer = HTTPBearer(auto_error=False, description="An API token from `nextlabel create-user`.")
 

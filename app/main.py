@@ -25,6 +25,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.api import routers
+from app.api.errors import AllowedMethods, document_errors
 from app.api.health import Instruments, make_instruments
 from app.config import REPO_ROOT, Settings, get_settings
 from app.db import make_engine, make_session_factory, ping_idle_connections
@@ -34,9 +35,10 @@ from app.logging import configure_logging
 from app.migrate import upgrade_database
 from app.security import make_token_cache
 from app.services import ServiceError
+from app.services.dispatch import RoundDispatcher
 from app.storage import LocalImageStore
 from app.web_security import SecurityHeaders
-from worker.celery_app import make_celery
+from worker.celery_app import enqueue_round, make_celery
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +70,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # stay below the connection pool, or requests open and close connections.
         to_thread.current_default_thread_limiter().total_tokens = REQUEST_THREADS
         yield
+        app.state.dispatcher.close()
         engine.dispose()
         if hot_engine is not None:
             await hot_engine.dispose()
@@ -89,15 +92,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         async_sessionmaker(hot_engine, expire_on_commit=False) if hot_engine else None
     )
     app.state.store = LocalImageStore(settings.image_dir)
-    app.state.celery = make_celery(settings)
+    celery = app.state.celery = make_celery(settings)
+    app.state.dispatcher = RoundDispatcher(
+        publish=lambda round_id: enqueue_round(celery, round_id),
+        session_factory=app.state.session_factory,
+    )
     app.state.instruments = make_instruments()
     app.state.token_cache = make_token_cache(settings.token_cache_seconds)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes)
     app.add_middleware(RequestMetrics, instruments=app.state.instruments)
     app.add_middleware(SecurityHeaders, docs_paths=DOCS_PATHS)
     _add_error_handlers(app)
-    for router in routers():
+    api_routers = routers()
+    for router in api_routers:
+        document_errors(router)
         app.include_router(router)
+    app.state.allowed_methods = AllowedMethods(api_routers)
     _add_frontend(app)
     logger.info(
         "nextlabel API ready",
@@ -230,19 +240,26 @@ async def _busy(_request: Request, exc: Exception) -> JSONResponse:
 
 
 _HTTP_MESSAGES = {
+    400: "The request body could not be parsed: send JSON (or a multipart form for uploads) "
+    "encoded as UTF-8.",
     404: "Not found: there is no such page or API route.",
     405: "This HTTP method is not allowed on this route.",
 }
 
 
-async def _http_error(_request: Request, exc: Exception) -> JSONResponse:
+_FRAMEWORK_DETAILS = ("Not Found", "Method Not Allowed", "There was an error parsing the body")
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     detail = exc.detail
-    if exc.status_code in _HTTP_MESSAGES and detail in ("Not Found", "Method Not Allowed"):
+    if exc.status_code in _HTTP_MESSAGES and detail in _FRAMEWORK_DETAILS:
         detail = _HTTP_MESSAGES[exc.status_code]
-    return JSONResponse(
-        status_code=exc.status_code, content={"detail": detail}, headers=exc.headers
-    )
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405:
+        allowed = request.app.state.allowed_methods.of(request.url.path)
+        headers["Allow"] = ", ".join(allowed) or headers.get("Allow", "")
+    return JSONResponse(status_code=exc.status_code, content={"detail": detail}, headers=headers)
 
 
 async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal, get_args
+from typing import Annotated, Any, Literal, get_args, get_origin
 
 from pydantic import (
     AfterValidator,
@@ -15,6 +15,7 @@ from pydantic import (
     ConfigDict,
     Field,
     StringConstraints,
+    ValidationInfo,
     field_validator,
 )
 from pydantic_core import PydanticCustomError
@@ -91,25 +92,78 @@ def _no_control_characters(text: str) -> str:
 # break CSV cells, file names, HTTP headers and terminals, and NUL cannot be stored. The
 # length comes first, so a name too long is reported as that.
 _PLAIN = AfterValidator(_no_control_characters)
+# The same rules as patterns in the OpenAPI schema, so clients (and fuzzers) know them; the
+# validators above and below use Python's `re` on the same classes, so the two agree.
+_PLAIN_PATTERN = r"^[^\x00-\x1f\x7f-\x9f]*$"
+_CLASS_PATTERN = r"^(?!\s)[^\x00-\x1f\x7f-\x9f]*(?<!\s)$"
+_OUTER_SPACE = re.compile(r"^\s|\s$")
+
+
+def _no_outer_spaces(text: str) -> str:
+    if _OUTER_SPACE.search(text):
+        raise PydanticCustomError("outer_space", "must not begin or end with a space")
+    return text
+
+
+_TRIMMED = AfterValidator(_no_outer_spaces)
 
 StoredText = Annotated[str, AfterValidator(_no_nul)]
 """Any other text the API stores: PostgreSQL's text types cannot hold NUL (U+0000)."""
 
+_PLAIN_SCHEMA = Field(json_schema_extra={"pattern": _PLAIN_PATTERN})
 ProjectName = Annotated[
-    str, StringConstraints(min_length=1, max_length=PROJECT_NAME_LENGTH), _PLAIN
+    str, StringConstraints(min_length=1, max_length=PROJECT_NAME_LENGTH), _PLAIN, _PLAIN_SCHEMA
 ]
 AnnotatorName = Annotated[
-    str, StringConstraints(min_length=1, max_length=ANNOTATOR_NAME_LENGTH), _PLAIN
+    str, StringConstraints(min_length=1, max_length=ANNOTATOR_NAME_LENGTH), _PLAIN, _PLAIN_SCHEMA
 ]
 ClassName = Annotated[
-    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=LABEL_LENGTH), _PLAIN
+    str,
+    StringConstraints(min_length=1, max_length=LABEL_LENGTH),
+    _PLAIN,
+    _TRIMMED,
+    Field(json_schema_extra={"pattern": _CLASS_PATTERN}),
 ]
-"""A class, stripped of outer spaces. Labels store its name, so it fits in one."""
-LabelName = Annotated[str, StringConstraints(min_length=1, max_length=LABEL_LENGTH), _PLAIN]
+"""A class: labels store its name, so it fits in one. Outer spaces are refused rather than
+stripped, so that what the OpenAPI schema allows is exactly what the API takes."""
+LabelName = Annotated[
+    str, StringConstraints(min_length=1, max_length=LABEL_LENGTH), _PLAIN, _PLAIN_SCHEMA
+]
 """A label as given: one of the project's class names."""
 IdempotencyKeyText = Annotated[
-    str, StringConstraints(min_length=1, max_length=IDEMPOTENCY_KEY_LENGTH), _PLAIN
+    str, StringConstraints(min_length=1, max_length=IDEMPOTENCY_KEY_LENGTH), _PLAIN, _PLAIN_SCHEMA
 ]
+
+
+class RequestModel(BaseModel):
+    """A request body, taking exactly what its OpenAPI schema allows: pydantic's lax mode
+    would read `false` as 0 and "5" as 5, which the schema (and JSON) call wrong types."""
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _json_types_only(cls, value: Any, info: ValidationInfo) -> Any:
+        field = cls.model_fields[info.field_name or ""]
+        if isinstance(value, bool) or (
+            isinstance(value, str) and not _takes_text(field.annotation)
+        ):
+            raise PydanticCustomError(
+                "json_type", "must be a {expected}, not {given}", _type_names(field, value)
+            )
+        return value
+
+
+def _takes_text(annotation: Any) -> bool:
+    if isinstance(annotation, type):
+        return issubclass(annotation, str)
+    if get_origin(annotation) is Literal:
+        return any(isinstance(choice, str) for choice in get_args(annotation))
+    return any(_takes_text(arg) for arg in get_args(annotation))
+
+
+def _type_names(field: Any, value: Any) -> dict[str, str]:
+    expected = "string" if _takes_text(field.annotation) else "number"
+    given = "true/false" if isinstance(value, bool) else "a string"
+    return {"expected": expected, "given": given}
 
 
 class ORMModel(BaseModel):
@@ -119,7 +173,7 @@ class ORMModel(BaseModel):
 # --- annotators ---------------------------------------------------------------------------
 
 
-class AnnotatorCreate(BaseModel):
+class AnnotatorCreate(RequestModel):
     name: AnnotatorName
     role: Role = Role.annotator
 
@@ -139,7 +193,7 @@ class AnnotatorCreated(AnnotatorPublic):
 # --- projects -----------------------------------------------------------------------------
 
 
-class ProjectSettings(BaseModel):
+class ProjectSettings(RequestModel):
     strategy: Strategy = "batchbald"
     query_size: int = Field(10, ge=1, le=1000, description="Acquisition batch size b.")
     retrain_every: int = Field(10, ge=1, le=100_000, description="New labels per round.")
@@ -156,7 +210,10 @@ class ProjectSettings(BaseModel):
 class ProjectCreate(ProjectSettings):
     name: ProjectName
     classes: list[ClassName] = Field(
-        min_length=2, max_length=1000, description="Class names, stripped of outer spaces."
+        min_length=2,
+        max_length=1000,
+        json_schema_extra={"uniqueItems": True},
+        description="Distinct class names.",
     )
 
     @field_validator("classes")
@@ -167,7 +224,7 @@ class ProjectCreate(ProjectSettings):
         return classes
 
 
-class ProjectUpdate(BaseModel):
+class ProjectUpdate(RequestModel):
     name: ProjectName | None = None
     strategy: Strategy | None = None
     query_size: int | None = Field(None, ge=1, le=1000)
@@ -259,7 +316,7 @@ class NextItem(BaseModel):
 # --- labels -------------------------------------------------------------------------------
 
 
-class LabelCreate(BaseModel):
+class LabelCreate(RequestModel):
     label: LabelName
     ms_spent: int | None = Field(None, ge=0, le=86_400_000)
 
@@ -308,6 +365,11 @@ class RoundPublic(ORMModel):
     created_at: UtcDatetime
     started_at: UtcDatetime | None
     finished_at: UtcDatetime | None
+    dispatched_at: UtcDatetime | None = Field(
+        None,
+        description="When the task broker last accepted the round. Null while queued: the "
+        "broker was unreachable, and the worker sends it again as soon as it is back.",
+    )
 
 
 class RoundDetail(RoundPublic):

@@ -19,6 +19,7 @@ from app.config import Settings, get_settings
 ROUND_TASK = "nextlabel.run_round"
 GPU_QUEUE = "gpu"
 VISIBILITY_TIMEOUT_SECONDS = 3600
+BROKER_SOCKET_TIMEOUT_SECONDS = 5
 
 
 class NextlabelCelery(Celery):
@@ -53,6 +54,8 @@ def make_celery(settings: Settings) -> NextlabelCelery:
         task_ignore_result=True,
         broker_connection_retry_on_startup=True,
         broker_connection_max_retries=None,
+        # Seconds to wait for a broker that doesn't answer, each try (kombu's default is 4).
+        broker_connection_timeout=2,
         worker_hijack_root_logger=False,
         broker_transport_options=_transport_options(settings),
     )
@@ -66,11 +69,37 @@ def _transport_options(settings: Settings) -> dict[str, Any]:
         # start-up recovery resends what a dead worker held).
         return {}
     # A round can take minutes on a CPU; Redis redelivers only after this long unacked.
-    return {"visibility_timeout": VISIBILITY_TIMEOUT_SECONDS, "polling_interval": 0.5}
+    # Socket timeouts: a broker that vanishes without closing the connection (or never
+    # answers) would otherwise hold a publish forever; BRPOP answers within the polling
+    # interval, far below them.
+    return {
+        "visibility_timeout": VISIBILITY_TIMEOUT_SECONDS,
+        "polling_interval": 0.5,
+        "socket_timeout": BROKER_SOCKET_TIMEOUT_SECONDS,
+        "socket_connect_timeout": BROKER_SOCKET_TIMEOUT_SECONDS,
+    }
+
+
+# One reconnect (a pooled connection may be from before a broker restart), then give up:
+# the round stays queued and the worker's sweep sends it again (app.services.dispatch).
+PUBLISH_RETRY = {"max_retries": 1, "interval_start": 0, "interval_step": 0.5, "interval_max": 0.5}
 
 
 def enqueue_round(celery: Celery, round_id: int) -> None:
-    celery.send_task(ROUND_TASK, args=[round_id], queue=GPU_QUEUE)
+    """Publish round `round_id`; raises if the broker can't take it within a few seconds.
+
+    `ignore_result`: otherwise Celery subscribes the sender to the task's result in the
+    result backend (Redis), and with Redis down that subscription alone retried for ~19 s.
+    Nobody waits on a result: the round's row is the outcome.
+    """
+    celery.send_task(
+        ROUND_TASK,
+        args=[round_id],
+        queue=GPU_QUEUE,
+        ignore_result=True,
+        retry=True,
+        retry_policy=PUBLISH_RETRY,
+    )
 
 
 celery_app = make_celery(get_settings())

@@ -44,8 +44,9 @@ from app.models import (
     RoundStatus,
     Split,
 )
+from app.services.dispatch import due_for_dispatch
 from app.services.labels import is_current
-from app.services.rounds import labels_since, labels_until_retrain
+from app.services.rounds import labels_until_retrain, open_round
 from app.storage import ImageStore, LocalImageStore
 from worker.acquisition import BAYESIAN_STRATEGIES
 from worker.acquisition import select as acquire
@@ -94,14 +95,15 @@ class WorkerContext:
     session_factory: sessionmaker[Session]
     store: ImageStore
     images: ImageCache
-    enqueue: Callable[[int], None] | None = None
+    # Sends a queued round to the broker (a RoundDispatcher's `send` in a worker process).
+    enqueue: Callable[[int], object] | None = None
     worker_id: str = field(default_factory=current_worker_id)
     # The training schedule; each round replaces its seed. (Tests and benches shorten it.)
     train_config: TrainConfig = field(default_factory=TrainConfig)
 
     @classmethod
     def from_settings(
-        cls, settings: Settings, *, enqueue: Callable[[int], None] | None = None
+        cls, settings: Settings, *, enqueue: Callable[[int], object] | None = None
     ) -> WorkerContext:
         engine = make_engine(settings.resolved_database_url)
         return cls(
@@ -980,23 +982,8 @@ def enqueue_follow_up(ctx: WorkerContext, project_id: int) -> int | None:
 def _insert_and_enqueue(
     ctx: WorkerContext, session: Session, project: Project, *, trigger: str
 ) -> int | None:
-    # The same watermark the API writes when it queues a round, so "labels until retrain"
-    # reads the same while this one waits.
-    watermark = session.scalar(select(func.max(Label.id)).where(Label.project_id == project.id))
-    rnd = Round(
-        project_id=project.id,
-        status=RoundStatus.queued,
-        trigger=trigger,
-        strategy=project.strategy,
-        label_watermark=watermark or 0,
-        labels_used=labels_since(session=session, project_id=project.id, watermark=0),
-    )
-    session.add(rnd)
-    try:
-        session.commit()
-    except IntegrityError:
-        # The partial unique index: someone else queued this project's next round already.
-        session.rollback()
+    rnd = open_round(session=session, project=project, trigger=trigger)
+    if rnd is None:
         return None
     if ctx.enqueue is not None:
         ctx.enqueue(rnd.id)
@@ -1010,17 +997,42 @@ def _insert_and_enqueue(
 def recover_rounds(ctx: WorkerContext) -> list[int]:
     """Make sure no project is blocked by a round nobody will run; returns the rounds sent.
 
-    Run when a worker starts. Rounds left `running` by a dead worker are put back to queued
-    (or failed after MAX_ATTEMPTS); every queued round is sent again, because its message may
-    be gone (the SQLite broker never redelivers, and an API may die between insert and send).
-    A duplicate message is harmless: the round's row decides what runs.
+    Run when a worker starts. Rounds left `running` by a dead worker (a previous life of
+    this process included) are put back to queued, or failed after MAX_ATTEMPTS; every
+    queued round is sent again, because its message may be gone (the SQLite broker never
+    redelivers, and a broker restart forgets). A duplicate message is harmless: the round's
+    row decides what runs.
     """
+    return _sweep(ctx, at_start=True, idle=True)
+
+
+def sweep_rounds(ctx: WorkerContext, *, idle: bool) -> list[int]:
+    """The periodic form of `recover_rounds`, run every few seconds beside the rounds.
+
+    Sends the queued rounds the broker never accepted, and, when this worker is `idle`,
+    those it accepted long ago (lost: an idle worker would have received them); requeues
+    rounds whose worker died; queues rounds that came due with none active. So a broker
+    outage delays a round by one sweep after the broker is back, and never strands it.
+    """
+    return _sweep(ctx, at_start=False, idle=idle)
+
+
+def _sweep(ctx: WorkerContext, *, at_start: bool, idle: bool) -> list[int]:
     now = datetime.now(UTC)
     with ctx.session_factory() as session, session.begin():
-        active = session.scalars(
-            select(Round).where(Round.status.in_(ACTIVE_ROUND_STATUSES)).order_by(Round.id)
+        running = session.scalars(
+            select(Round).where(Round.status == RoundStatus.running).order_by(Round.id)
         ).all()
-        to_send = [rnd.id for rnd in active if _requeue_if_orphaned(session, rnd, now, ctx)]
+        orphans = [
+            rnd.id for rnd in running if _requeue_if_orphaned(session, rnd, now, ctx, at_start)
+        ]
+        if at_start:
+            queued = session.scalars(
+                select(Round.id).where(Round.status == RoundStatus.queued)
+            ).all()
+        else:
+            queued = due_for_dispatch(session, now=now, include_lost=idle)
+    to_send = sorted({*orphans, *queued})
     for round_id in to_send:
         if ctx.enqueue is not None:
             ctx.enqueue(round_id)
@@ -1030,9 +1042,12 @@ def recover_rounds(ctx: WorkerContext) -> list[int]:
     return to_send
 
 
-def _requeue_if_orphaned(session: Session, rnd: Round, now: datetime, ctx: WorkerContext) -> bool:
-    if rnd.status == RoundStatus.queued:
-        return True
+def _requeue_if_orphaned(
+    session: Session, rnd: Round, now: datetime, ctx: WorkerContext, at_start: bool
+) -> bool:
+    """Put a running round whose worker died back to queued; True if it was."""
+    if not at_start and (rnd.metrics or {}).get("worker") == ctx.worker_id:
+        return False  # this very process is running it
     if not owner_is_dead(rnd, now, ctx.worker_id):
         return False
     owner = (rnd.metrics or {}).get("worker")

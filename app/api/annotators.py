@@ -15,6 +15,7 @@ router = APIRouter(prefix=API_PREFIX, tags=["annotators"])
     "/annotators",
     status_code=status.HTTP_201_CREATED,
     summary="Create an annotator or admin; the reply holds their token, shown only once",
+    responses={409: {"description": "Someone has this name already"}},
 )
 def create_annotator(
     body: AnnotatorCreate, session: SessionDep, _admin: AdminUser

@@ -53,7 +53,7 @@ IMAGE_CACHE_HEADERS = {
 )
 def upload_items(
     project_id: ProjectId,
-    files: Annotated[list[UploadFile], File(description="Images and/or .zip files.")],
+    files: Annotated[list[UploadFile], File(description="Images and/or .zip files.", min_length=1)],
     session: SessionDep,
     settings: SettingsDep,
     store: StoreDep,

@@ -10,7 +10,14 @@ from sqlalchemy.orm import Session
 from app.api.health import instruments
 from app.api.params import ItemId
 from app.api.responses import model_response
-from app.deps import API_PREFIX, CeleryDep, CurrentUser, SessionDep, SettingsDep, run_with_session
+from app.deps import (
+    API_PREFIX,
+    CurrentUser,
+    DispatcherDep,
+    SessionDep,
+    SettingsDep,
+    run_with_session,
+)
 from app.schemas import (
     ErrorMessage,
     IdempotencyKeyText,
@@ -58,7 +65,7 @@ async def create_label(
     item_id: ItemId,
     body: LabelCreate,
     request: Request,
-    celery: CeleryDep,
+    dispatcher: DispatcherDep,
     user: CurrentUser,
     idempotency_key: IdempotencyKey = None,
 ) -> Response:
@@ -87,13 +94,16 @@ async def create_label(
         read_outside_transaction(session)
         triggered = trigger_round_if_due(
             session=session,
-            celery=celery,
             project_id=target.project_id,
             retrain_every=target.retrain_every,
         )
         return result, triggered.id if triggered is not None else None
 
     result, round_enqueued = await run_with_session(request, label)
+    if round_enqueued is not None:
+        # Off the event loop and off this request: a broker that is down or slow to refuse
+        # holds up neither the label nor anyone else's request (the round stays queued).
+        dispatcher.send_soon(round_enqueued)
     if result.replayed:
         return _created(_public(result), headers={REPLAYED_HEADER: "true"})
     instruments(request).labels_created.inc()

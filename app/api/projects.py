@@ -20,7 +20,12 @@ def _public(session: SessionDep, project: Project) -> ProjectPublic:
     return public
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, summary="Create a project")
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    summary="Create a project",
+    responses={409: {"description": "A project with this name exists"}},
+)
 def create_project(body: ProjectCreate, session: SessionDep, _admin: AdminUser) -> ProjectPublic:
     return _public(session, service.create_project(session=session, data=body))
 
@@ -38,7 +43,11 @@ def get_project(project_id: ProjectId, session: SessionDep, user: CurrentUser) -
     )
 
 
-@router.patch("/{project_id}", summary="Change a project's name or learning settings")
+@router.patch(
+    "/{project_id}",
+    summary="Change a project's name or learning settings",
+    responses={409: {"description": "Another project has this name"}},
+)
 def update_project(
     project_id: ProjectId, body: ProjectUpdate, session: SessionDep, admin: AdminUser
 ) -> ProjectPublic:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, status
 
 from app.api.params import ProjectId, RoundId
-from app.deps import API_PREFIX, CeleryDep, CurrentUser, SessionDep
+from app.deps import API_PREFIX, CurrentUser, DispatcherDep, SessionDep
 from app.schemas import RoundDetail, RoundPublic
 from app.services import rounds as service
 from app.services.projects import get_visible_project, member_project_ids
@@ -23,15 +23,20 @@ def list_rounds(project_id: ProjectId, session: SessionDep, user: CurrentUser) -
 @router.post(
     "/projects/{project_id}/rounds",
     status_code=status.HTTP_202_ACCEPTED,
-    summary="Retrain now: queue a round for the worker",
-    responses={409: {"description": "A round is already queued or running"}},
+    summary="Retrain now: queue a round for the worker (or the round already queued)",
+    description="Any member may ask. A round already queued is the answer (it trains on "
+    "every label there is when it runs) and is sent to the worker again if its message "
+    "may have been lost; one round at a time per project.",
+    responses={409: {"description": "A round is running"}},
 )
 def start_round(
-    project_id: ProjectId, session: SessionDep, celery: CeleryDep, user: CurrentUser
+    project_id: ProjectId, session: SessionDep, dispatcher: DispatcherDep, user: CurrentUser
 ) -> RoundPublic:
     project = get_visible_project(session=session, user=user, project_id=project_id)
-    started = service.request_round(session=session, celery=celery, project=project)
-    return RoundPublic.model_validate(started)
+    requested = service.request_round(session=session, project=project)
+    if requested.send:
+        dispatcher.send_soon(requested.round.id)
+    return RoundPublic.model_validate(requested.round)
 
 
 @router.get("/rounds/{round_id}", summary="One round, with the queue it built")

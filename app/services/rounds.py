@@ -3,16 +3,17 @@
 The partial unique index `uq_rounds_one_active_per_project` allows one queued or running
 round per project, so API processes racing to trigger one cannot both succeed: the loser's
 INSERT fails and it simply carries on. A round is sent to the broker only after its row is
-committed; if the broker refuses it, the round is marked failed rather than left queued
-with nobody to run it.
+committed, and off the request's path (app.services.dispatch): if the broker refuses it,
+the round stays queued and the worker's sweep sends it once the broker is back.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, timedelta
 
-from celery import Celery
 from sqlalchemy import bindparam, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -29,9 +30,9 @@ from app.models import (
 )
 from app.schemas import QueueEntryPublic, RoundDetail, RoundPublic
 from app.services import Conflict, NotFound, table_of
+from app.services.dispatch import LOST_AFTER_SECONDS
 from app.services.items import image_url
 from app.services.labels import is_current
-from worker.celery_app import enqueue_round
 
 logger = logging.getLogger(__name__)
 
@@ -47,12 +48,6 @@ _ACTIVE_ROUND = (
 def active_round(*, session: Session, project_id: int) -> Round | None:
     """The queued or running round (checked after every label, hence prebuilt)."""
     return session.scalar(_ACTIVE_ROUND, {"project_id": project_id})
-
-
-def latest_round(*, session: Session, project_id: int) -> Round | None:
-    return session.scalar(
-        select(Round).where(Round.project_id == project_id).order_by(Round.id.desc()).limit(1)
-    )
 
 
 def labels_since(
@@ -112,15 +107,13 @@ def _labels_until_retrain(*, session: Session, project_id: int, retrain_every: i
     return max(retrain_every - since, 0)
 
 
-def trigger_round_if_due(
-    *, session: Session, celery: Celery, project_id: int, retrain_every: int
-) -> Round | None:
-    """Queue a round if `retrain_every` labels came since the latest one: one statement
-    unless it is due.
+def trigger_round_if_due(*, session: Session, project_id: int, retrain_every: int) -> Round | None:
+    """Open a round if `retrain_every` labels came since the latest one: one statement
+    unless it is due. The caller hands the round to the broker (app.services.dispatch).
 
     For a caller that has just seen no round active (labelling reads that with the item).
     Checking again is not needed for correctness: if one became active since, the partial
-    unique index refuses the second and `_start_round` returns None.
+    unique index refuses the second and `open_round` returns None.
     """
     if _labels_until_retrain(session=session, project_id=project_id, retrain_every=retrain_every):
         return None
@@ -128,57 +121,72 @@ def trigger_round_if_due(
     # (labelling reads in autocommit mode: `read_outside_transaction`).
     session.commit()
     project = session.get_one(Project, project_id)
-    return _start_round(session=session, celery=celery, project=project, trigger="labels")
+    return open_round(session=session, project=project, trigger="labels")
 
 
-def request_round(*, session: Session, celery: Celery, project: Project) -> Round:
-    """Retrain now (the manual trigger); Conflict if a round is already queued or running."""
-    started = None
+@dataclass(frozen=True)
+class RoundRequest:
+    """The round a "retrain now" stands for, and whether its message must be sent."""
+
+    round: Round
+    send: bool
+
+
+def request_round(*, session: Session, project: Project) -> RoundRequest:
+    """Retrain now (the manual trigger).
+
+    A round already queued answers the request: it trains on every label there is when it
+    runs. Its message is sent again unless the broker took it moments ago, so a round whose
+    message was lost never blocks a retrain. Conflict only while a round is running.
+    """
+    opened = None
     if active_round(session=session, project_id=project.id) is None:
-        started = _start_round(session=session, celery=celery, project=project, trigger="manual")
-    if started is None:
-        active = active_round(session=session, project_id=project.id)
-        described = f"round {active.id} is {active.status}" if active else "a round is active"
-        raise Conflict(f"Cannot start a round: {described}. Wait for it to finish, then try again.")
-    return started
+        opened = open_round(session=session, project=project, trigger="manual")
+    if opened is not None:
+        return RoundRequest(opened, send=True)
+    active = active_round(session=session, project_id=project.id)
+    if active is not None and active.status == RoundStatus.queued:
+        return RoundRequest(active, send=_not_recently_dispatched(active))
+    described = f"round {active.id} is {active.status}" if active else "a round is active"
+    raise Conflict(f"Cannot start a round: {described}. Wait for it to finish, then try again.")
 
 
-def _start_round(
-    *, session: Session, celery: Celery, project: Project, trigger: str
-) -> Round | None:
-    watermark = _label_watermark(session=session, project_id=project.id)
+def _not_recently_dispatched(queued: Round) -> bool:
+    sent = queued.dispatched_at
+    if sent is None:
+        return True
+    if sent.tzinfo is None:  # SQLite hands back naive datetimes
+        sent = sent.replace(tzinfo=UTC)
+    return utcnow() - sent > timedelta(seconds=LOST_AFTER_SECONDS)
+
+
+def open_round(*, session: Session, project: Project, trigger: str) -> Round | None:
+    """Commit a new queued round for `project`; None if one is already queued or running.
+
+    The one place a round is created (the API's triggers and the worker's follow-up).
+    Its label watermark is the project's highest label id, so "labels until retrain"
+    counts from here while it waits.
+    """
     new_round = Round(
         project_id=project.id,
         status=RoundStatus.queued,
         trigger=trigger,
         strategy=project.strategy,
         labels_used=labels_since(session=session, project_id=project.id, watermark=0),
-        label_watermark=watermark,
+        label_watermark=_label_watermark(session=session, project_id=project.id),
     )
     session.add(new_round)
     try:
         session.commit()
     except IntegrityError:
-        # Another request or process queued one first: exactly what we wanted.
+        # The partial unique index: another request or process queued one first.
         session.rollback()
         return None
     logger.info(
         "round queued",
         extra={"round_id": new_round.id, "project_id": project.id, "trigger": trigger},
     )
-    _send(session=session, celery=celery, queued=new_round)
     return new_round
-
-
-def _send(*, session: Session, celery: Celery, queued: Round) -> None:
-    try:
-        enqueue_round(celery, queued.id)
-    except Exception as exc:  # any broker failure: the round must not stay queued
-        logger.exception("could not send round to the broker", extra={"round_id": queued.id})
-        queued.status = RoundStatus.failed
-        queued.error = f"Could not send the round to the task broker: {exc}"
-        queued.finished_at = utcnow()
-        session.commit()
 
 
 def list_rounds(*, session: Session, project_id: int) -> Sequence[Round]:

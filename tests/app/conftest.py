@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import socket
 import threading
@@ -139,14 +140,21 @@ def api(app: FastAPI) -> Iterator[Api]:
         yield Api(client=client, app=app, admin_token=token)
 
 
-@pytest.fixture
-def small_limit_api(settings: Settings) -> Iterator[Api]:
-    """An app whose upload limit is 10 kB."""
-    app = create_app(settings.model_copy(update={"max_upload_bytes": 10_000}))
+@contextlib.contextmanager
+def open_api(settings: Settings) -> Iterator[Api]:
+    """An app made from `settings`, running (lifespan on), with an admin token."""
+    app = create_app(settings)
     with TestClient(app) as client:
         with app.state.session_factory() as session:
             _, token = create_annotator(session=session, name="root", role=Role.admin)
         yield Api(client=client, app=app, admin_token=token)
+
+
+@pytest.fixture
+def small_limit_api(settings: Settings) -> Iterator[Api]:
+    """An app whose upload limit is 10 kB."""
+    with open_api(settings.model_copy(update={"max_upload_bytes": 10_000})) as api:
+        yield api
 
 
 def free_port() -> int:

@@ -300,8 +300,12 @@ def test_a_class_name_is_at_most_a_label_long_and_every_class_can_be_labelled(
     assert too_long.json()["errors"][0]["loc"] == ["body", "classes", 0]
     assert f"at most {LABEL_LENGTH} characters" in too_long.json()["detail"]
 
-    # Outer spaces are stripped before the length is counted: this is the longest class.
-    project = api.project("longest", classes=[f"  {longest}  ", "dog"])
+    # Outer spaces are refused, not stripped: what the schema allows is what is taken.
+    spaced = api.post("/api/v1/projects", json={"name": "spaced", "classes": [" cat", "dog"]})
+    assert spaced.status_code == 422
+    assert spaced.json()["errors"][0]["loc"] == ["body", "classes", 0]
+    assert "space" in spaced.json()["detail"]
+    project = api.project("longest", classes=[longest, "dog"])
     assert project["classes"] == [longest, "dog"]
     (item_id,) = api.upload_images(project["id"], 1)
     labelled = api.label(item_id, longest, api.admin_token)

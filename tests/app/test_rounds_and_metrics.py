@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 
-from celery import Celery
+import pytest
 from sqlalchemy import select
 
+from app.config import Settings
 from app.models import Round, RoundStatus
-from tests.app.conftest import Api, png_bytes, zip_bytes
+from app.services.dispatch import SEND_GRACE_SECONDS, due_for_dispatch
+from tests.app.conftest import Api, free_port, open_api, png_bytes, zip_bytes
 from tests.app.test_labelling import add_done_round
 
 
@@ -24,20 +28,35 @@ def _broker_messages(api: Api) -> int:
         return int(connection.execute("SELECT count(*) FROM kombu_message").fetchone()[0])
 
 
-def test_manual_round_is_202_then_409_while_active(api: Api) -> None:
+def test_manual_round_is_202_and_a_queued_round_answers_a_second_request(api: Api) -> None:
     pid = api.project(strategy="entropy")["id"]
     started = api.post(f"/api/v1/projects/{pid}/rounds")
     assert started.status_code == 202, started.text
     body = started.json()
     assert (body["status"], body["trigger"], body["strategy"]) == ("queued", "manual", "entropy")
+    assert api.app.state.dispatcher.drain(10)
     assert _broker_messages(api) == 1
+    # Retrain now again while it waits: the same round, not sent twice (it was sent moments ago).
     again = api.post(f"/api/v1/projects/{pid}/rounds")
-    assert again.status_code == 409
-    assert f"round {body['id']} is queued" in again.json()["detail"]
+    assert again.status_code == 202 and again.json()["id"] == body["id"]
+    assert api.app.state.dispatcher.drain(10)
+    assert _broker_messages(api) == 1
     listed = api.get(f"/api/v1/projects/{pid}/rounds").json()
     assert [r["id"] for r in listed] == [body["id"]]
+    assert listed[0]["dispatched_at"] is not None
     detail = api.get(f"/api/v1/rounds/{body['id']}").json()
     assert detail["queue"] == [] and detail["status"] == "queued"
+
+
+def test_a_running_round_makes_retrain_now_409(api: Api) -> None:
+    pid = api.project()["id"]
+    round_id = api.post(f"/api/v1/projects/{pid}/rounds").json()["id"]
+    with api.app.state.session_factory() as session:
+        session.get_one(Round, round_id).status = RoundStatus.running
+        session.commit()
+    again = api.post(f"/api/v1/projects/{pid}/rounds")
+    assert again.status_code == 409
+    assert f"round {round_id} is running" in again.json()["detail"]
 
 
 def test_labels_trigger_one_round_every_retrain_every(api: Api) -> None:
@@ -83,20 +102,30 @@ def test_relabelling_items_labelled_before_the_last_round_counts_towards_the_nex
     assert [r.trigger for r in _rounds(api)] == ["labels", "labels"]
 
 
-def test_broker_failure_marks_the_round_failed(api: Api) -> None:
-    class BrokenBroker(Celery):
-        def send_task(self, *args: object, **kwargs: object) -> None:  # type: ignore[override]
-            raise ConnectionError("broker is down")
+@pytest.fixture
+def broker_down_api(settings: Settings) -> Iterator[Api]:
+    # A real broker address with nothing listening: every publish is refused.
+    down = settings.model_copy(update={"broker_url": f"redis://127.0.0.1:{free_port()}/0"})
+    with open_api(down) as api:
+        yield api
 
-    api.app.state.celery = BrokenBroker("broken")
+
+def test_a_round_the_broker_refused_stays_queued_and_is_due_for_the_sweep(
+    broker_down_api: Api,
+) -> None:
+    api = broker_down_api
     pid = api.project()["id"]
     response = api.post(f"/api/v1/projects/{pid}/rounds")
-    assert response.status_code == 202
-    (failed,) = _rounds(api)
-    assert failed.status == RoundStatus.failed
-    assert failed.error is not None and "broker is down" in failed.error
-    # A failed round is not active: the next request may queue another.
-    assert response.json()["status"] == "failed"
+    assert response.status_code == 202 and response.json()["status"] == "queued"
+    assert api.app.state.dispatcher.drain(30)
+    (queued,) = _rounds(api)
+    assert (queued.status, queued.dispatched_at) == (RoundStatus.queued, None)
+    later = datetime.now(UTC) + timedelta(seconds=SEND_GRACE_SECONDS + 1)
+    with api.app.state.session_factory() as session:
+        assert due_for_dispatch(session, now=later, include_lost=False) == [queued.id]
+    # Retrain now is not blocked by it: the same round is the answer, and it is sent again.
+    again = api.post(f"/api/v1/projects/{pid}/rounds")
+    assert again.status_code == 202 and again.json()["id"] == queued.id
 
 
 def test_round_detail_shows_queue_and_hides_other_projects(api: Api) -> None:

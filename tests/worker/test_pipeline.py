@@ -40,6 +40,7 @@ from worker.pipeline import (
     round_seed,
     run_round,
     split_validation,
+    sweep_rounds,
 )
 
 PHASES = {"load", "train", "evaluate", "infer", "select", "write", "total"}
@@ -570,6 +571,43 @@ def test_recovery_requeues_orphans_resends_queued_rounds_and_triggers_pending_la
     triggered = round_row(wk_session, sent[2])
     assert triggered is not None and triggered.project_id == pending.project_id
     assert _run(wk_context, orphan_round).status == "done"
+
+
+def _age(session: Session, round_id: int, *, created: float, dispatched: float | None) -> None:
+    """Backdate a round: created and (if not None) dispatched that many seconds ago."""
+    now = datetime.now(UTC)
+    sent = None if dispatched is None else now - timedelta(seconds=dispatched)
+    session.execute(
+        update(Round)
+        .where(Round.id == round_id)
+        .values(created_at=now - timedelta(seconds=created), dispatched_at=sent)
+    )
+    session.commit()
+
+
+def test_the_sweep_sends_what_the_broker_never_took_and_what_an_idle_worker_never_got(
+    wk_context: WorkerContext,
+    wk_session: Session,
+    wk_digits: Callable[..., DigitsProject],
+    wk_sent: Any,
+) -> None:
+    def queued(*, created: float, dispatched: float | None) -> int:
+        round_id = queue_round(wk_session, wk_digits(pool=5, validation=0).project_id)
+        _age(wk_session, round_id, created=created, dispatched=dispatched)
+        return round_id
+
+    never_sent = queued(created=60, dispatched=None)
+    just_queued = queued(created=0, dispatched=None)  # the API's own send is under way
+    waiting = queued(created=60, dispatched=5)  # taken by the broker, a worker will get it
+    lost = queued(created=600, dispatched=300)  # taken, then forgotten by the broker
+    mine = queued(created=60, dispatched=50)
+    _orphan(wk_session, mine, attempts=1, worker=wk_context.worker_id)  # running right here
+
+    assert sweep_rounds(wk_context, idle=False) == [never_sent]
+    assert sweep_rounds(wk_context, idle=True) == [never_sent, lost]
+    assert wk_sent.ids == [never_sent, never_sent, lost]
+    assert round_row(wk_session, mine).status == RoundStatus.running  # type: ignore[union-attr]
+    assert {just_queued, waiting}.isdisjoint(wk_sent.ids)
 
 
 # --------------------------------------------------------------------------- images
