@@ -401,6 +401,11 @@ class QueueFreshness(BaseModel):
     retrain_every: int
     active_round_id: int | None
     active_round_status: RoundStatus | None
+    active_round_waiting_for_broker: bool = Field(
+        False,
+        description="The active round is queued and the task broker has not taken it yet "
+        "(it was down): a worker sends it as soon as the broker is back.",
+    )
     queue_remaining: int
     pool_remaining: int
     pool_exhausted: bool

@@ -154,6 +154,9 @@ def queue_freshness(*, session: Session, project: Project) -> QueueFreshness:
         retrain_every=project.retrain_every,
         active_round_id=active.id if active is not None else None,
         active_round_status=active.status if active is not None else None,
+        active_round_waiting_for_broker=active is not None
+        and active.status == RoundStatus.queued
+        and active.dispatched_at is None,
         queue_remaining=queue_remaining,
         pool_remaining=pool_remaining,
         pool_exhausted=pool_remaining == 0,

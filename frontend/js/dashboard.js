@@ -163,7 +163,9 @@ class Dashboard {
     const queue = metrics.queue;
     if (queue.active_round_id !== null && ["queued", "running"].includes(queue.active_round_status)) {
       $("#tile-retrain").textContent = queue.active_round_status === "running" ? "Training" : "Queued";
-      $("#tile-retrain-sub").textContent = `round ${queue.active_round_id}`;
+      $("#tile-retrain-sub").textContent = queue.active_round_waiting_for_broker
+        ? `round ${queue.active_round_id} · waiting for the task broker`
+        : `round ${queue.active_round_id}`;
     } else if (queue.pool_exhausted) {
       $("#tile-retrain").textContent = "Pool done";
       $("#tile-retrain-sub").textContent = "every pool image is labelled";

@@ -44,6 +44,9 @@ def test_manual_round_is_202_and_a_queued_round_answers_a_second_request(api: Ap
     listed = api.get(f"/api/v1/projects/{pid}/rounds").json()
     assert [r["id"] for r in listed] == [body["id"]]
     assert listed[0]["dispatched_at"] is not None
+    queue = api.get(f"/api/v1/projects/{pid}/metrics").json()["queue"]
+    assert queue["active_round_id"] == body["id"]
+    assert not queue["active_round_waiting_for_broker"]
     detail = api.get(f"/api/v1/rounds/{body['id']}").json()
     assert detail["queue"] == [] and detail["status"] == "queued"
 
@@ -120,6 +123,8 @@ def test_a_round_the_broker_refused_stays_queued_and_is_due_for_the_sweep(
     assert api.app.state.dispatcher.drain(30)
     (queued,) = _rounds(api)
     assert (queued.status, queued.dispatched_at) == (RoundStatus.queued, None)
+    queue = api.get(f"/api/v1/projects/{pid}/metrics").json()["queue"]
+    assert queue["active_round_id"] == queued.id and queue["active_round_waiting_for_broker"]
     later = datetime.now(UTC) + timedelta(seconds=SEND_GRACE_SECONDS + 1)
     with api.app.state.session_factory() as session:
         assert due_for_dispatch(session, now=later, include_lost=False) == [queued.id]
