@@ -18,13 +18,8 @@ import typer
 import uvicorn
 from tqdm import tqdm
 
-from app.config import REPO_ROOT, Settings, get_settings
-from app.db import make_engine, make_session_factory
 from app.demo import ensure_demo, tokens_path
-from app.logging import configure_logging
 from app.main import create_app
-from app.migrate import upgrade_database
-from app.models import Role, Split
 from app.schemas import ExportFormat, SkippedFile
 from app.services import ServiceError
 from app.services.annotators import create_annotator
@@ -42,7 +37,12 @@ from app.services.imports import (
 )
 from app.services.projects import find_project
 from app.simulate.cli import simulate
-from app.storage import LocalImageStore
+from core.db import make_engine, make_session_factory
+from core.logs import configure_logging
+from core.migrate import upgrade_database
+from core.settings import REPO_ROOT, Settings, get_settings
+from core.storage import LocalImageStore
+from core.tables import Role, Split
 
 T = TypeVar("T")
 
@@ -54,10 +54,9 @@ cli = typer.Typer(
     add_completion=False,
 )
 
-WORKER_COMMAND = [
-    "-m", "celery", "-A", "worker.celery_app", "worker",
-    "--pool=solo", "--concurrency=1", "-Q", "gpu", "--loglevel=INFO",
-]  # fmt: skip
+# The worker is a process of its own (it imports torch; the API never imports worker/):
+# worker.main runs Celery with the one worker command line, core.broker.worker_argv.
+WORKER_COMMAND = ["-m", "worker.main"]
 
 Host = Annotated[str, typer.Option(help="Interface to listen on.")]
 Port = Annotated[int, typer.Option(help="TCP port.")]
@@ -248,7 +247,7 @@ def _exit_on_signal(signum: int, _frame: object) -> None:
 
 def _worker_env() -> dict[str, str]:
     env = dict(os.environ)
-    # The worker imports `worker.celery_app`: make sure it finds this checkout.
+    # `python -m worker.main` must find this checkout.
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
     return env
 

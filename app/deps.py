@@ -12,12 +12,12 @@ from sqlalchemy import bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.config import Settings
-from app.models import Annotator, Role
 from app.security import TokenCache, TokenOwner, hash_token
 from app.services import read_outside_transaction
-from app.services.dispatch import RoundDispatcher
-from app.storage import LocalImageStore
+from core.dispatch import RoundDispatcher
+from core.settings import Settings
+from core.storage import LocalImageStore
+from core.tables import Annotator, Role
 
 # Dependencies that do no I/O are `async def`: FastAPI runs sync ones in the thread pool,
 # and those hand-offs cost more than the dependency itself.

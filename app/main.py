@@ -27,18 +27,18 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from app.api import routers
 from app.api.errors import AllowedMethods, document_errors
 from app.api.health import Instruments, make_instruments
-from app.config import REPO_ROOT, Settings, get_settings
-from app.db import make_engine, make_session_factory, ping_idle_connections
 from app.deps import HOT_CONNECTIONS
 from app.docs_pages import DOCS_PATHS, add_docs
-from app.logging import configure_logging
-from app.migrate import upgrade_database
 from app.security import make_token_cache
 from app.services import ServiceError
-from app.services.dispatch import RoundDispatcher
-from app.storage import LocalImageStore
 from app.web_security import SecurityHeaders
-from worker.celery_app import enqueue_round, make_celery
+from core.broker import enqueue_round, make_celery
+from core.db import make_engine, make_session_factory, ping_idle_connections
+from core.dispatch import RoundDispatcher
+from core.logs import configure_logging
+from core.migrate import upgrade_database
+from core.settings import REPO_ROOT, Settings, get_settings
+from core.storage import LocalImageStore
 
 logger = logging.getLogger(__name__)
 

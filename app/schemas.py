@@ -20,7 +20,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from app.models import (
+from core.tables import (
     ANNOTATOR_NAME_LENGTH,
     IDEMPOTENCY_KEY_LENGTH,
     INT32_MAX,

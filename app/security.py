@@ -15,7 +15,7 @@ from datetime import datetime
 
 from cachetools import TTLCache
 
-from app.models import Annotator, Role
+from core.tables import Annotator, Role
 
 TOKEN_BYTES = 32
 

@@ -60,14 +60,14 @@ from sqlalchemy import func, insert, select, text, update
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
-from app.db import make_engine, make_session_factory  # noqa: E402
-from app.migrate import upgrade_database  # noqa: E402
-from app.models import Annotator, Item, Label, Role, Split, utcnow  # noqa: E402
 from app.schemas import ProjectCreate  # noqa: E402
 from app.services.annotators import create_annotator  # noqa: E402
 from app.services.imports import random_key_for  # noqa: E402
 from app.services.projects import create_project  # noqa: E402
-from app.storage import LocalImageStore  # noqa: E402
+from core.db import make_engine, make_session_factory  # noqa: E402
+from core.migrate import upgrade_database  # noqa: E402
+from core.storage import LocalImageStore  # noqa: E402
+from core.tables import Annotator, Item, Label, Role, Split, utcnow  # noqa: E402
 
 CLASSES = [str(digit) for digit in range(10)]
 CONNECT_SPACING_SECONDS = 0.02

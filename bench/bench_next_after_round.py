@@ -49,15 +49,15 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
 import app.api.queue as queue_route  # noqa: E402
-from app.config import Settings  # noqa: E402
-from app.db import make_engine, make_session_factory  # noqa: E402
 from app.main import create_app  # noqa: E402
-from app.migrate import upgrade_database  # noqa: E402
-from app.models import Item, Prediction, QueueEntry, Role, Round, RoundStatus, Split, utcnow  # noqa: E402
 from app.schemas import ProjectCreate  # noqa: E402
 from app.services.annotators import create_annotator  # noqa: E402
 from app.services.imports import random_key_for  # noqa: E402
 from app.services.projects import create_project  # noqa: E402
+from core.db import make_engine, make_session_factory  # noqa: E402
+from core.migrate import upgrade_database  # noqa: E402
+from core.settings import Settings  # noqa: E402
+from core.tables import Item, Prediction, QueueEntry, Role, Round, RoundStatus, Split, utcnow  # noqa: E402
 
 CLASSES = [str(digit) for digit in range(10)]
 PG_ADMIN = "host=127.0.0.1 port=5432 user=postgres dbname=test connect_timeout=3"

@@ -34,9 +34,9 @@ import uvicorn
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
-from app.config import Settings  # noqa: E402
 from app.demo import DEMO_CLASSES, SEED, VALIDATION_ITEMS, ensure_demo, mnist_subset  # noqa: E402
 from app.main import create_app  # noqa: E402
+from core.settings import Settings  # noqa: E402
 
 API = "/api/v1"
 PHASES = ("load", "train", "evaluate", "infer", "select", "write")

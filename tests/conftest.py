@@ -18,7 +18,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from app.migrate import upgrade_database
+from core.migrate import upgrade_database
 
 PG_HOST = "127.0.0.1"
 PG_PORT = 5432

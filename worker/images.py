@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from app.storage import ImageStore
+from core.storage import ImageStore
 
 log = logging.getLogger(__name__)
 

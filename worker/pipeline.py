@@ -31,9 +31,13 @@ from sqlalchemy import func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.config import Settings
-from app.db import make_engine, make_session_factory
-from app.models import (
+from core.broker import VISIBILITY_TIMEOUT_SECONDS
+from core.db import make_engine, make_session_factory
+from core.dispatch import due_for_dispatch
+from core.rounds import labels_until_retrain, open_round
+from core.settings import Settings
+from core.storage import ImageStore, LocalImageStore
+from core.tables import (
     ACTIVE_ROUND_STATUSES,
     Item,
     Label,
@@ -43,14 +47,10 @@ from app.models import (
     Round,
     RoundStatus,
     Split,
+    is_current,
 )
-from app.services.dispatch import due_for_dispatch
-from app.services.labels import is_current
-from app.services.rounds import labels_until_retrain, open_round
-from app.storage import ImageStore, LocalImageStore
 from worker.acquisition import BAYESIAN_STRATEGIES
 from worker.acquisition import select as acquire
-from worker.celery_app import VISIBILITY_TIMEOUT_SECONDS
 from worker.images import ImageCache, ImageSpec, ItemImage
 from worker.networks import MCDropoutNetwork, NetworkSpec, build_network
 from worker.training import (
@@ -985,9 +985,8 @@ def _insert_and_enqueue(
     rnd = open_round(session=session, project=project, trigger=trigger)
     if rnd is None:
         return None
-    if ctx.enqueue is not None:
-        ctx.enqueue(rnd.id)
     log.info("queued round %s for project %s (%s)", rnd.id, project.id, trigger)
+    _send(ctx, rnd.id)  # if the broker refuses it, the sweep sends it later
     return rnd.id
 
 
@@ -1003,51 +1002,53 @@ def recover_rounds(ctx: WorkerContext) -> list[int]:
     redelivers, and a broker restart forgets). A duplicate message is harmless: the round's
     row decides what runs.
     """
-    return _sweep(ctx, at_start=True, idle=True)
+    return _sweep(ctx, at_start=True, running=None)
 
 
-def sweep_rounds(ctx: WorkerContext, *, idle: bool) -> list[int]:
+def sweep_rounds(ctx: WorkerContext, *, running: int | None) -> list[int]:
     """The periodic form of `recover_rounds`, run every few seconds beside the rounds.
 
-    Sends the queued rounds the broker never accepted, and, when this worker is `idle`,
-    those it accepted long ago (lost: an idle worker would have received them); requeues
-    rounds whose worker died; queues rounds that came due with none active. So a broker
-    outage delays a round by one sweep after the broker is back, and never strands it.
+    Sends the queued rounds the broker never accepted, and, while this worker runs no round
+    (`running` is None), those it accepted long ago (lost: an idle worker would have
+    received them); requeues rounds whose worker died, a previous life of this process
+    included (only `running` is really ours); queues rounds that came due with none active.
+    So a broker outage delays a round by one sweep after the broker is back, and never
+    strands it. Returns the rounds the broker accepted.
     """
-    return _sweep(ctx, at_start=False, idle=idle)
+    return _sweep(ctx, at_start=False, running=running)
 
 
-def _sweep(ctx: WorkerContext, *, at_start: bool, idle: bool) -> list[int]:
+def _sweep(ctx: WorkerContext, *, at_start: bool, running: int | None) -> list[int]:
     now = datetime.now(UTC)
     with ctx.session_factory() as session, session.begin():
-        running = session.scalars(
+        in_progress = session.scalars(
             select(Round).where(Round.status == RoundStatus.running).order_by(Round.id)
         ).all()
         orphans = [
-            rnd.id for rnd in running if _requeue_if_orphaned(session, rnd, now, ctx, at_start)
+            rnd.id
+            for rnd in in_progress
+            if rnd.id != running and _requeue_if_orphaned(session, rnd, now, ctx)
         ]
         if at_start:
             queued = session.scalars(
                 select(Round.id).where(Round.status == RoundStatus.queued)
             ).all()
         else:
-            queued = due_for_dispatch(session, now=now, include_lost=idle)
-    to_send = sorted({*orphans, *queued})
-    for round_id in to_send:
-        if ctx.enqueue is not None:
-            ctx.enqueue(round_id)
-    to_send += _trigger_pending(ctx)
-    if to_send:
-        log.info("recovery sent rounds %s", to_send)
-    return to_send
+            queued = due_for_dispatch(session, now=now, include_lost=running is None)
+    sent = [round_id for round_id in sorted({*orphans, *queued}) if _send(ctx, round_id)]
+    sent += _trigger_pending(ctx)
+    if sent:
+        log.info("recovery sent rounds %s", sent)
+    return sent
 
 
-def _requeue_if_orphaned(
-    session: Session, rnd: Round, now: datetime, ctx: WorkerContext, at_start: bool
-) -> bool:
+def _send(ctx: WorkerContext, round_id: int) -> bool:
+    """Hand the round to the broker; False if it refused (the next sweep tries again)."""
+    return ctx.enqueue is None or ctx.enqueue(round_id) is not False
+
+
+def _requeue_if_orphaned(session: Session, rnd: Round, now: datetime, ctx: WorkerContext) -> bool:
     """Put a running round whose worker died back to queued; True if it was."""
-    if not at_start and (rnd.metrics or {}).get("worker") == ctx.worker_id:
-        return False  # this very process is running it
     if not owner_is_dead(rnd, now, ctx.worker_id):
         return False
     owner = (rnd.metrics or {}).get("worker")
@@ -1058,7 +1059,12 @@ def _requeue_if_orphaned(
     session.execute(
         update(Round)
         .where(Round.id == rnd.id, Round.status == rnd.status, Round.attempts == rnd.attempts)
-        .values(status=RoundStatus.queued, metrics={"requeued": f"worker {owner} died"})
+        .values(
+            status=RoundStatus.queued,
+            metrics={"requeued": f"worker {owner} died"},
+            # Not handed over since: any worker's sweep sends it, not only an idle one's.
+            dispatched_at=None,
+        )
         .execution_options(synchronize_session=False)
     )
     return True

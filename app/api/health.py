@@ -18,8 +18,8 @@ from prometheus_client import (
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
-from app.config import Settings
 from app.schemas import Health
+from core.settings import Settings
 
 router = APIRouter(tags=["health"])
 

@@ -12,7 +12,6 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import TypeAdapter, ValidationError
 
 from app.api.params import ItemCursor, ItemId, ProjectId
-from app.config import Settings
 from app.deps import API_PREFIX, AdminUser, CurrentUser, SessionDep, SettingsDep, StoreDep
 from app.images import sniff_media_type
 from app.schemas import (
@@ -27,6 +26,7 @@ from app.services import Invalid, NotFound
 from app.services import items as service
 from app.services.imports import Candidate, ZipLimits, import_candidates, iter_zip, open_zip
 from app.services.projects import get_visible_project
+from core.settings import Settings
 
 router = APIRouter(prefix=API_PREFIX, tags=["items"])
 

@@ -28,7 +28,7 @@ from app.schemas import (
 from app.services import begin_write, read_outside_transaction
 from app.services import labels as service
 from app.services.items import get_visible_item, label_target
-from app.services.rounds import trigger_round_if_due
+from core.rounds import trigger_round_if_due
 
 router = APIRouter(prefix=f"{API_PREFIX}/items", tags=["labels"])
 

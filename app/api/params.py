@@ -13,7 +13,7 @@ from typing import Annotated
 
 from fastapi import Path, Query
 
-from app.models import INT32_MAX
+from core.tables import INT32_MAX
 
 ProjectId = Annotated[int, Path(ge=1, le=INT32_MAX, description="A project's id.")]
 ItemId = Annotated[int, Path(ge=1, le=INT32_MAX, description="An item's id.")]

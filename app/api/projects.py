@@ -6,10 +6,10 @@ from fastapi import APIRouter, Response, status
 
 from app.api.params import AnnotatorId, ProjectId
 from app.deps import API_PREFIX, AdminUser, CurrentUser, SessionDep
-from app.models import Project
 from app.schemas import AnnotatorPublic, ProjectCreate, ProjectPublic, ProjectUpdate
 from app.services import annotators as annotator_service
 from app.services import projects as service
+from core.tables import Project
 
 router = APIRouter(prefix=f"{API_PREFIX}/projects", tags=["projects"])
 

@@ -7,9 +7,9 @@ functions; `app.main` maps each to its status code with the message as `detail`.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import ColumnElement, Table, bindparam, func, select, text
+from sqlalchemy import ColumnElement, bindparam, func, select, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -35,11 +35,6 @@ class Invalid(ServiceError):
 
 class TooLarge(ServiceError):
     status_code = 413
-
-
-def table_of(model: type[Any]) -> Table:
-    """A model's Table, for Core statements on hot paths (no ORM bookkeeping)."""
-    return cast(Table, model.__table__)
 
 
 def is_postgresql(session: Session) -> bool:

@@ -9,10 +9,10 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from app.models import Annotator, Project, ProjectMember, Role
 from app.schemas import AnnotatorPublic
 from app.security import generate_token, hash_token
 from app.services import Conflict, NotFound
+from core.tables import Annotator, Project, ProjectMember, Role
 
 
 def create_annotator(

@@ -17,9 +17,8 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.models import Annotator, Item, Label
 from app.schemas import ExportFormat
-from app.services.labels import is_current
+from core.tables import Annotator, Item, Label, is_current
 
 COLUMNS = (
     "item_id",

@@ -23,10 +23,10 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.images import ImageRejected, encode_png, inspect_image
-from app.models import Item, Project, Split
 from app.schemas import SkippedFile, UploadReport
 from app.services import Invalid, TooLarge, dialect_insert
-from app.storage import ImageStore, content_key
+from core.storage import ImageStore, content_key
+from core.tables import Item, Project, Split
 
 LABELS_CSV = "labels.csv"
 BATCH_ITEMS = 500

@@ -9,7 +9,11 @@ from typing import Protocol
 from sqlalchemy import ColumnElement, bindparam, exists, select
 from sqlalchemy.orm import Session
 
-from app.models import (
+from app.schemas import ItemPage, ItemPublic, ItemStatus
+from app.services import NotFound
+from app.services.labels import my_labels
+from core.db import table_of
+from core.tables import (
     ACTIVE_ROUND_STATUSES,
     Annotator,
     Item,
@@ -19,9 +23,6 @@ from app.models import (
     Round,
     Split,
 )
-from app.schemas import ItemPage, ItemPublic, ItemStatus
-from app.services import NotFound, table_of
-from app.services.labels import my_labels
 
 
 class ItemFields(Protocol):

@@ -20,7 +20,6 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from sqlalchemy import (
-    ColumnElement,
     DateTime,
     Integer,
     String,
@@ -28,7 +27,6 @@ from sqlalchemy import (
     delete,
     false,
     insert,
-    literal_column,
     select,
     true,
     update,
@@ -36,18 +34,10 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from app.models import Annotator, Item, Label, Lease, Project, Skip, utcnow
-from app.services import Invalid, NotFound, dialect_insert, is_postgresql, table_of
+from app.services import Invalid, NotFound, dialect_insert, is_postgresql
 from app.services.leases import grant_leases, lease_expiry, release_lease
-
-
-def is_current() -> ColumnElement[bool]:
-    """`labels.is_current`, rendered bare.
-
-    SQLite uses the partial index `uq_labels_current ... WHERE is_current` only when the
-    query repeats that term exactly; SQLAlchemy would render `is_current = 1` and scan.
-    """
-    return literal_column("labels.is_current")
+from core.db import table_of
+from core.tables import Annotator, Item, Label, Lease, Project, Skip, is_current, utcnow
 
 
 @dataclass(frozen=True)

@@ -17,8 +17,9 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
-from app.models import Lease
-from app.services import is_postgresql, table_of
+from app.services import is_postgresql
+from core.db import table_of
+from core.tables import Lease
 
 # Core statements on the table (not the ORM entity): no ORM bookkeeping on the hot path.
 _LEASES = table_of(Lease)

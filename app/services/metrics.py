@@ -8,7 +8,17 @@ from typing import Any
 from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
-from app.models import (
+from app.schemas import (
+    AnnotatorCount,
+    CurvePoint,
+    ProjectMetrics,
+    QueueFreshness,
+    ValidationSummary,
+)
+from app.services.projects import project_counts
+from app.services.queue import latest_done_round
+from core.rounds import active_round, labels_since, labels_until_retrain
+from core.tables import (
     Annotator,
     Item,
     Label,
@@ -18,19 +28,9 @@ from app.models import (
     Round,
     RoundStatus,
     Split,
+    is_current,
     utcnow,
 )
-from app.schemas import (
-    AnnotatorCount,
-    CurvePoint,
-    ProjectMetrics,
-    QueueFreshness,
-    ValidationSummary,
-)
-from app.services.labels import is_current
-from app.services.projects import project_counts
-from app.services.queue import latest_done_round
-from app.services.rounds import active_round, labels_since, labels_until_retrain
 
 NO_VALIDATION_NOTE = (
     "No validation items yet, so accuracy and NLL cannot be measured: upload a zip that "

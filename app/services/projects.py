@@ -8,9 +8,9 @@ from sqlalchemy import bindparam, case, delete, exists, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from app.models import Annotator, Item, Project, ProjectMember, Role, Split
 from app.schemas import ProjectCounts, ProjectCreate, ProjectUpdate
 from app.services import Conflict, NotFound, dialect_insert
+from core.tables import Annotator, Item, Project, ProjectMember, Role, Split
 
 
 def create_project(*, session: Session, data: ProjectCreate) -> Project:

@@ -24,7 +24,12 @@ from typing import Any, Protocol
 from sqlalchemy import BigInteger, DateTime, Integer, bindparam, cast, exists, null, select
 from sqlalchemy.orm import Session
 
-from app.models import (
+from app.services import annotator_lock, begin_write, is_postgresql
+from app.services.items import ITEM_FIELD_NAMES, ItemFields
+from app.services.leases import grant_leases, lease_expiry
+from app.services.projects import project_not_visible
+from core.db import table_of
+from core.tables import (
     Annotator,
     Item,
     Lease,
@@ -39,10 +44,6 @@ from app.models import (
     Split,
     utcnow,
 )
-from app.services import annotator_lock, begin_write, is_postgresql, table_of
-from app.services.items import ITEM_FIELD_NAMES, ItemFields
-from app.services.leases import grant_leases, lease_expiry
-from app.services.projects import project_not_visible
 
 RANDOM = "random"
 # Another process may lease an item between our read and our write (the upsert then

@@ -25,5 +25,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("rounds") as batch:
+    # recreate="never": on SQLite, rebuilding `rounds` would drop the table, and its foreign
+    # keys' ON DELETE actions would delete every queue entry and prediction with it.
+    with op.batch_alter_table("rounds", recreate="never") as batch:
         batch.drop_column("dispatched_at")

@@ -21,10 +21,10 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from app.config import Settings
 from app.main import create_app
-from app.models import Role
 from app.services.annotators import create_annotator
+from core.settings import Settings
+from core.tables import Role
 
 CLASSES = ["cat", "dog", "bird"]
 

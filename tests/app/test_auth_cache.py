@@ -8,12 +8,12 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select, text
 
-from app.config import Settings
-from app.db import make_engine, ping_idle_connections
 from app.main import create_app
-from app.models import Annotator, Role
 from app.security import TokenOwner, make_token_cache
 from app.services.annotators import create_annotator, rotate_token
+from core.db import make_engine, ping_idle_connections
+from core.settings import Settings
+from core.tables import Annotator, Role
 from tests.app.conftest import Api, bearer
 
 OWNER = TokenOwner(id=1, name="ann", role=Role.annotator, created_at=datetime.now(UTC))

@@ -18,10 +18,10 @@ from typer.testing import CliRunner
 import app.cli as cli_module
 import app.demo as demo
 from app.cli import cli
-from app.config import REPO_ROOT
-from app.db import make_engine, make_session_factory
-from app.models import Annotator, Item, ProjectMember, Role, Split
 from app.security import hash_token
+from core.db import make_engine, make_session_factory
+from core.settings import REPO_ROOT
+from core.tables import Annotator, Item, ProjectMember, Role, Split
 from tests.app.conftest import Api, png_bytes, zip_bytes
 
 runner = CliRunner()
@@ -182,8 +182,8 @@ def test_serve_runs_an_embedded_worker_and_stops_it(
     assert result.exit_code != 0  # the interrupt ends the command
     assert served == [("127.0.0.1", 8123)]
     (worker,) = started
-    assert worker.command[1:] == cli_module.WORKER_COMMAND
-    assert "-Q" in worker.command and "gpu" in worker.command and "--pool=solo" in worker.command
+    # The one worker start; its Celery arguments are core.broker.worker_argv.
+    assert worker.command[1:] == cli_module.WORKER_COMMAND == ["-m", "worker.main"]
     assert worker.env["NEXTLABEL_DATABASE_URL"] == env.app.state.settings.resolved_database_url
     assert worker.terminated
 

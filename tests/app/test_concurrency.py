@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 from sqlalchemy import select
 
-from app.models import Label, Lease, Round
+from core.tables import Label, Lease, Round
 from tests.app.conftest import Api, bearer
 
 

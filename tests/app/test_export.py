@@ -14,8 +14,8 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from app.models import Annotator, Item, Label, Project
 from app.services.export import COLUMNS
+from core.tables import Annotator, Item, Label, Project
 from tests.app.conftest import Api, bearer
 
 

@@ -13,9 +13,9 @@ import pytest
 import redis
 from fastapi.testclient import TestClient
 
-from app.config import REPO_ROOT, Settings
-from app.logging import configure_logging
 from app.main import create_app
+from core.logs import configure_logging
+from core.settings import REPO_ROOT, Settings
 from tests.app.conftest import Api
 
 

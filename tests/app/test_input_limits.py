@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from app.models import INT32_MAX, INT32_MIN, LABEL_LENGTH, Item, Project
 from app.services.imports import Candidate, import_candidates
+from core.tables import INT32_MAX, INT32_MIN, LABEL_LENGTH, Item, Project
 from tests.app.conftest import CLASSES, Api, png_bytes
 
 # A valid body for every route that takes JSON; the test below fails when one is missing.

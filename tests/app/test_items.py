@@ -8,8 +8,8 @@ import zipfile
 import httpx
 from sqlalchemy import func, select
 
-from app.models import Item, Split
 from app.services.imports import ZipLimits, iter_zip, open_zip
+from core.tables import Item, Split
 from tests.app.conftest import Api, png_bytes, zip_bytes
 
 CORRUPT_PNG = png_bytes(999)[:40]  # a PNG header with its pixel data cut off

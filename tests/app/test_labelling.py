@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 from sqlalchemy import select, update
 
-from app.models import Item, Label, Lease, Prediction, QueueEntry, Round, RoundStatus, utcnow
 from app.services import labels as labels_service
 from app.services.imports import random_key_for
+from core.tables import Item, Label, Lease, Prediction, QueueEntry, Round, RoundStatus, utcnow
 from tests.app.conftest import CLASSES, Api, bearer
 
 

@@ -19,8 +19,8 @@ import pytest
 from sqlalchemy import event, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from app.models import Item, Prediction, Round, RoundStatus, Split, utcnow
 from app.services.imports import random_key_for
+from core.tables import Item, Prediction, Round, RoundStatus, Split, utcnow
 from tests.app.conftest import Api
 
 POOL = 20_000

@@ -21,8 +21,8 @@ from hypothesis import HealthCheck, settings
 from schemathesis.core.parameters import ParameterLocation
 from sqlalchemy import select
 
-from app.models import Annotator, Item, Role, Round, RoundStatus
 from app.services.annotators import create_annotator
+from core.tables import Annotator, Item, Role, Round, RoundStatus
 from tests.app.conftest import Api
 from tests.app.test_labelling import add_done_round
 

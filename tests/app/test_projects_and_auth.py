@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import func, select
 
-from app.models import Item, Label
+from core.tables import Item, Label
 from tests.app.conftest import Api
 
 

@@ -9,9 +9,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import select
 
-from app.config import Settings
-from app.models import Round, RoundStatus
-from app.services.dispatch import SEND_GRACE_SECONDS, due_for_dispatch
+from core.dispatch import SEND_GRACE_SECONDS, due_for_dispatch
+from core.settings import Settings
+from core.tables import Round, RoundStatus
 from tests.app.conftest import Api, free_port, open_api, png_bytes, zip_bytes
 from tests.app.test_labelling import add_done_round
 

@@ -7,7 +7,7 @@ from html.parser import HTMLParser
 import httpx
 import pytest
 
-from app.config import REPO_ROOT
+from core.settings import REPO_ROOT
 from tests.app.conftest import Api, png_bytes
 
 FRAMING = {"x-frame-options": "DENY", "x-content-type-options": "nosniff"}

@@ -32,10 +32,10 @@ from playwright.sync_api import ConsoleMessage, Page
 from sklearn.datasets import load_digits
 from sqlalchemy.orm import Session
 
-from app.config import Settings
-from app.db import make_engine
-from app.models import Role
 from app.services.annotators import create_annotator
+from core.db import make_engine
+from core.settings import Settings
+from core.tables import Role
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO_ROOT / "test-artifacts"

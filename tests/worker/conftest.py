@@ -15,9 +15,9 @@ import torch
 from round_support import DigitsProject, fresh_pg_database, insert_digits_project, own_redis_db
 from sqlalchemy.orm import Session
 
-from app.config import Settings
-from app.migrate import upgrade_database
-from app.storage import LocalImageStore
+from core.migrate import upgrade_database
+from core.settings import Settings
+from core.storage import LocalImageStore
 from worker.images import ImageCache
 from worker.training import TrainConfig
 

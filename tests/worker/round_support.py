@@ -26,8 +26,8 @@ from PIL import Image
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from app.models import Annotator, Item, Label, Project, Role, Round, RoundStatus, Split
-from app.storage import LocalImageStore
+from core.storage import LocalImageStore
+from core.tables import Annotator, Item, Label, Project, Role, Round, RoundStatus, Split
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 

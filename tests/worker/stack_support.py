@@ -33,10 +33,10 @@ from round_support import (
     wait_until,
 )
 
-from app.config import Settings
-from app.db import make_session_factory
-from app.models import Role
 from app.services.annotators import create_annotator
+from core.db import make_session_factory
+from core.settings import Settings
+from core.tables import Role
 
 API = "/api/v1"
 RETRAIN_EVERY = 20
@@ -59,19 +59,10 @@ class Stack:
     app: FastAPI
     workers: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
-    def start_worker(
-        self, name: str, *, run_worker: bool = False
-    ) -> tuple[subprocess.Popen[bytes], Path]:
-        """A real worker process: Celery's own command line (as docker-compose starts it), or
-        `python -m worker.worker_main`, i.e. `run_worker(settings)`."""
+    def start_worker(self, name: str) -> tuple[subprocess.Popen[bytes], Path]:
+        """A real worker process, started as everything starts one: `python -m worker.main`."""
         log = self.logs / f"{name}.log"
-        argv = [
-            sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker",
-            "--pool=solo", "--concurrency=1", "-Q", "gpu", "--loglevel=INFO",
-            "-n", f"{name}-{uuid.uuid4().hex[:6]}@%h", "--without-gossip", "--without-mingle",
-        ]  # fmt: skip
-        if run_worker:
-            argv = [sys.executable, "-m", "worker.worker_main"]
+        argv = [sys.executable, "-m", "worker.main"]
         proc = start_process(argv, env=self.env, log=log)
         self.workers.append(proc)
         wait_until(

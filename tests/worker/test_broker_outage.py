@@ -31,7 +31,7 @@ from stack_support import (
     triggered_round,
 )
 
-from app.services.dispatch import LOST_AFTER_SECONDS, SWEEP_SECONDS
+from core.dispatch import LOST_AFTER_SECONDS, SWEEP_SECONDS
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.redis]
 

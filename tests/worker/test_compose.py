@@ -37,10 +37,10 @@ from round_support import (
 )
 from sqlalchemy import inspect
 
-from app.config import Settings
-from app.db import make_engine, make_session_factory
-from app.storage import LocalImageStore
-from worker.celery_app import enqueue_round, make_celery
+from core.broker import enqueue_round, make_celery
+from core.db import make_engine, make_session_factory
+from core.settings import Settings
+from core.storage import LocalImageStore
 
 COMPOSE_FILE = REPO_ROOT / "docker-compose.yml"
 SERVICES = {"postgres", "redis", "migrate", "api", "worker", "flower"}
@@ -174,11 +174,11 @@ def test_the_api_image_installs_no_torch_and_the_worker_keeps_its_cuda_torch() -
 
 
 def test_the_api_process_never_imports_torch(tmp_path: Path) -> None:
-    """What lets the API image leave torch out: app/ and worker/celery_app.py don't need it."""
+    """What lets the API image leave torch out: app/ and core/ don't need it."""
     code = (
         "import sys\n"
         "sys.modules['torch'] = None  # any import of torch now raises\n"
-        "import worker.celery_app, worker.worker_main\n"
+        "import core.broker, worker.main\n"
         "from app.main import create_app\n"
         "create_app()\n"
         "assert 'worker.tasks' not in sys.modules\n"
@@ -312,8 +312,8 @@ def test_worker_command_answers_ping_and_runs_a_round(
             lambda: "nextlabel worker ready" in log.read_text(errors="replace"),
             timeout=90, what="the worker to start", proc=proc, log=log,
         )  # fmt: skip
-        ping = [sys.executable, "-m", "celery", "-A", "worker.celery_app", "inspect", "ping",
-                "--timeout", "5"]  # fmt: skip
+        ping = [sys.executable, "-m", "celery", "-b", env["NEXTLABEL_BROKER_URL"], "inspect",
+                "ping", "--timeout", "5"]  # fmt: skip
         answer = subprocess.run(
             ping, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=60, check=False
         )

@@ -25,8 +25,8 @@ from round_support import (
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
-from app.models import Item, Prediction, Project, QueueEntry, Round, RoundStatus
-from app.storage import LocalImageStore
+from core.storage import LocalImageStore
+from core.tables import Item, Prediction, Project, QueueEntry, Round, RoundStatus
 from worker import pipeline
 from worker.images import ImageCache, ImageSpec, ItemImage, decode_image
 from worker.pipeline import (
@@ -603,11 +603,19 @@ def test_the_sweep_sends_what_the_broker_never_took_and_what_an_idle_worker_neve
     mine = queued(created=60, dispatched=50)
     _orphan(wk_session, mine, attempts=1, worker=wk_context.worker_id)  # running right here
 
-    assert sweep_rounds(wk_context, idle=False) == [never_sent]
-    assert sweep_rounds(wk_context, idle=True) == [never_sent, lost]
-    assert wk_sent.ids == [never_sent, never_sent, lost]
+    assert sweep_rounds(wk_context, running=mine) == [never_sent]
+    assert sweep_rounds(wk_context, running=mine) == [never_sent]
+    assert wk_sent.ids == [never_sent, never_sent]
     assert round_row(wk_session, mine).status == RoundStatus.running  # type: ignore[union-attr]
-    assert {just_queued, waiting}.isdisjoint(wk_sent.ids)
+    assert {just_queued, waiting, lost}.isdisjoint(wk_sent.ids)
+
+    # Idle: what the broker lost goes again, and a round marked running by this very
+    # process (a previous life: the same host and pid after a container restart) is
+    # requeued, not taken for a round in progress.
+    assert sweep_rounds(wk_context, running=None) == [never_sent, lost, mine]
+    requeued = round_row(wk_session, mine)
+    assert requeued is not None and requeued.status == RoundStatus.queued
+    assert requeued.dispatched_at is None
 
 
 # --------------------------------------------------------------------------- images

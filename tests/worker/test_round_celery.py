@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -43,12 +42,12 @@ from stack_support import (
     triggered_round,
 )
 
-from app.config import Settings
-from app.db import make_engine, make_session_factory
-from app.migrate import upgrade_database
-from app.models import Label, Prediction, QueueEntry, RoundStatus
-from app.storage import LocalImageStore
-from worker.celery_app import enqueue_round, make_celery
+from core.broker import enqueue_round, make_celery
+from core.db import make_engine, make_session_factory
+from core.migrate import upgrade_database
+from core.settings import Settings
+from core.storage import LocalImageStore
+from core.tables import Label, Prediction, QueueEntry, RoundStatus
 
 pytestmark = pytest.mark.slow
 
@@ -214,8 +213,7 @@ def test_the_worker_survives_a_redis_restart(
         NEXTLABEL_LOG_FORMAT="text",
     )
     log = tmp_path / "worker.log"
-    argv = [sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker", "--pool=solo",
-            "-Q", "gpu", "--loglevel=INFO", "-n", f"restart-{uuid.uuid4().hex[:6]}@%h"]  # fmt: skip
+    argv = [sys.executable, "-m", "worker.main"]
     worker = start_process(argv, env=env, log=log)
     engine = make_engine(settings.resolved_database_url)
     celery = make_celery(settings)

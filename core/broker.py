@@ -1,10 +1,9 @@
-"""The Celery instance and its configuration. Imports no torch: the API uses it to send tasks.
+"""The broker seam: task names, the Celery app factory, publishing a round, and the worker's
+command line. Imports no torch and makes nothing at import: the API makes an app to send
+tasks, a worker process (worker.main) makes one and registers the round task on it.
 
 The database row of a round is the truth, so a task that runs twice does no harm; that is what
 makes acks_late + reject_on_worker_lost safe here.
-
-`include` names the task module (which imports torch) for the worker only: Celery imports it
-when a worker starts, never when a process merely imports this module to send tasks.
 """
 
 from __future__ import annotations
@@ -14,7 +13,7 @@ from typing import Any
 from celery import Celery
 from kombu import Queue
 
-from app.config import Settings, get_settings
+from core.settings import Settings
 
 ROUND_TASK = "nextlabel.run_round"
 GPU_QUEUE = "gpu"
@@ -34,6 +33,7 @@ class NextlabelCelery(Celery):
 
 
 def make_celery(settings: Settings) -> NextlabelCelery:
+    """A Celery app for `settings`' broker (the embedded SQLite broker lives in the data dir)."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     # Results live in the database (the round row), so a result backend only matters to
     # tools such as Flower; with Redis configured it is the same server.
@@ -42,7 +42,6 @@ def make_celery(settings: Settings) -> NextlabelCelery:
         settings,
         broker=settings.resolved_broker_url,
         backend=backend,
-        include=["worker.tasks"],
     )
     celery.conf.update(
         task_acks_late=True,
@@ -102,4 +101,22 @@ def enqueue_round(celery: Celery, round_id: int) -> None:
     )
 
 
-celery_app = make_celery(get_settings())
+def worker_argv(settings: Settings, *, hostname: str) -> list[str]:
+    """The worker's Celery arguments: the solo pool, one round at a time, on the gpu queue.
+
+    One process per GPU: rounds hold the model and the pool on the device, so two at once
+    would only fight over its memory.
+    """
+    return [
+        "worker",
+        "--pool=solo",
+        "--concurrency=1",
+        "-Q",
+        GPU_QUEUE,
+        f"--loglevel={settings.log_level}",
+        "-n",
+        hostname,
+        # No gossip/mingle: workers share nothing through the broker but the queue.
+        "--without-gossip",
+        "--without-mingle",
+    ]

@@ -27,9 +27,11 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    literal_column,
     text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.sql.elements import ColumnElement
 
 # What the columns hold, for the API to check before a write (so a bad value is a 422 that
 # names the field, never a database error). An Integer column, ids included, is 32 bits
@@ -301,3 +303,12 @@ class Prediction(Base):
     probabilities: Mapped[list[float]] = mapped_column(JSON)
     # The round's acquisition score for this item: orders the pool once the queue is used up.
     score: Mapped[float] = mapped_column(Float)
+
+
+def is_current() -> ColumnElement[bool]:
+    """`labels.is_current`, rendered bare.
+
+    SQLite uses the partial index `uq_labels_current ... WHERE is_current` only when the
+    query repeats that term exactly; SQLAlchemy would render `is_current = 1` and scan.
+    """
+    return literal_column("labels.is_current")

@@ -14,14 +14,15 @@ Guarantees, in order:
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import ColumnElement, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.models import Round, RoundStatus
+from core.tables import Round, RoundStatus
 
 log = logging.getLogger(__name__)
 
@@ -36,17 +37,15 @@ LOST_AFTER_SECONDS = 30.0
 Publish = Callable[[int], None]
 
 
-def due_for_dispatch(
-    session: Session, *, now: datetime, include_lost: bool, round_ids: Sequence[int] = ()
-) -> list[int]:
+def due_for_dispatch(session: Session, *, now: datetime, include_lost: bool) -> list[int]:
     """Queued rounds whose message must be sent (again), oldest first.
 
     Args:
         now: the sweep's clock.
         include_lost: also rounds the broker accepted more than LOST_AFTER_SECONDS ago; only
             an idle worker may say so, since a busy one can't tell lost from waiting.
-        round_ids: limit the answer to these rounds (empty: all).
     """
+    now = now.astimezone(UTC)  # SQLite keeps no offset: every stored time is UTC
     never_sent = Round.dispatched_at.is_(None) & (
         Round.created_at < now - timedelta(seconds=SEND_GRACE_SECONDS)
     )
@@ -55,8 +54,6 @@ def due_for_dispatch(
         lost = Round.dispatched_at < now - timedelta(seconds=LOST_AFTER_SECONDS)
         condition = or_(never_sent, lost)
     query = select(Round.id).where(Round.status == RoundStatus.queued, condition)
-    if round_ids:
-        query = query.where(Round.id.in_(round_ids))
     return list(session.scalars(query.order_by(Round.id)))
 
 
@@ -73,9 +70,10 @@ def mark_dispatched(session: Session, round_id: int, *, when: datetime) -> None:
 class RoundDispatcher:
     """Publishes round ids and records each acceptance; a broker failure is logged, not raised.
 
-    `send` publishes on the caller's thread (the worker, the CLI); `send_soon` on one
-    background thread of the dispatcher's own, for the API: a label that queues a round
-    answers at once, however long the broker takes to refuse.
+    `send` publishes on the caller's thread (the worker); `send_soon` on one background
+    thread of the dispatcher's own, for the API: a label that queues a round answers at
+    once, however long the broker takes to refuse. A round already waiting there is not
+    queued twice, and an outage is logged once when it starts and once when it ends.
     """
 
     def __init__(self, *, publish: Publish, session_factory: sessionmaker[Session]) -> None:
@@ -83,27 +81,57 @@ class RoundDispatcher:
         self._session_factory = session_factory
         # Threads start on the first submit; made here so that racing callers share one.
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dispatch")
+        self._lock = threading.Lock()
+        self._pending: set[int] = set()
+        self._broker_down = False
 
     def send(self, round_id: int) -> bool:
         """Publish the round; True once the broker accepted it and that is recorded."""
         try:
             self._publish(round_id)
         except Exception as exc:  # any broker failure: the sweep sends it later
-            log.warning(
-                "could not send round %s to the task broker (%s); it stays queued and the "
-                "worker's sweep sends it when the broker is back",
-                round_id,
-                exc,
-                extra={"round_id": round_id},
-            )
+            self._note_outage(round_id, exc)
             return False
-        with self._session_factory() as session, session.begin():
-            mark_dispatched(session, round_id, when=datetime.now(UTC))
+        self._note_recovery()
+        try:
+            with self._session_factory() as session, session.begin():
+                mark_dispatched(session, round_id, when=datetime.now(UTC))
+        except Exception:
+            # Sent, but not recorded: a sweep may send it again, which is harmless.
+            log.exception("could not record that round %s was sent", round_id)
         return True
 
-    def send_soon(self, round_id: int) -> Future[bool]:
-        """Publish on the dispatcher's background thread; returns at once."""
-        return self._thread.submit(self.send, round_id)
+    def send_soon(self, round_id: int) -> Future[bool] | None:
+        """Publish on the dispatcher's background thread; returns at once (None: the round
+        is already waiting there)."""
+        with self._lock:
+            if round_id in self._pending:
+                return None
+            self._pending.add(round_id)
+        return self._thread.submit(self._send_pending, round_id)
+
+    def _send_pending(self, round_id: int) -> bool:
+        with self._lock:
+            self._pending.discard(round_id)
+        return self.send(round_id)
+
+    def _note_outage(self, round_id: int, exc: Exception) -> None:
+        if self._broker_down:
+            log.debug("round %s still not sent: %s", round_id, exc)
+            return
+        self._broker_down = True
+        log.warning(
+            "could not send round %s to the task broker (%s); queued rounds wait and are "
+            "sent again every few seconds until the broker is back",
+            round_id,
+            exc,
+            extra={"round_id": round_id},
+        )
+
+    def _note_recovery(self) -> None:
+        if self._broker_down:
+            self._broker_down = False
+            log.warning("the task broker takes rounds again")
 
     def drain(self, timeout: float) -> bool:
         """Wait until every send asked for so far has finished; False on timeout."""

@@ -18,8 +18,8 @@ from alembic.config import Config
 from sqlalchemy import Connection, text
 from sqlalchemy.engine import make_url
 
-from app.config import REPO_ROOT
-from app.db import make_engine
+from core.db import make_engine
+from core.settings import REPO_ROOT
 
 logger = logging.getLogger(__name__)
 
