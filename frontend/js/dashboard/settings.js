@@ -1,0 +1,45 @@
+// The settings form: strategy, query size, retrain interval and MC samples. It is filled
+// from the project, checked against the inputs' own min and max, and saved with PATCH; the
+// saved project becomes the dashboard's project.
+
+import * as api from "../api.js";
+import { $, el, STRATEGY_LABELS, toast } from "../ui.js";
+
+const NUMBERS = ["query_size", "retrain_every", "mc_samples"];
+
+export function fillSettings(project) {
+  const form = $("#settings");
+  $("#set-strategy").replaceChildren(
+    ...Object.entries(STRATEGY_LABELS).map(([id, name]) => el("option", { value: id }, name)),
+  );
+  form.strategy.value = project.strategy;
+  for (const name of NUMBERS) form[name].value = project[name];
+}
+
+export function bindSettings(board) {
+  const form = $("#settings");
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const error = $("#settings-error");
+    error.textContent = "";
+    const body = { strategy: form.strategy.value };
+    for (const name of NUMBERS) {
+      const input = form[name];
+      const value = Number(input.value);
+      if (!Number.isInteger(value) || value < Number(input.min) || value > Number(input.max)) {
+        error.textContent = `${input.closest("label").firstChild.textContent.trim()} must be a whole number from ${input.min} to ${input.max}.`;
+        input.focus();
+        return;
+      }
+      body[name] = value;
+    }
+    try {
+      board.project = await api.patch(`/projects/${board.pid}`, body);
+      fillSettings(board.project);
+      toast("Settings saved. They apply from the next round.", "success");
+      board.refresh();
+    } catch (failure) {
+      error.textContent = failure.message;
+    }
+  });
+}
