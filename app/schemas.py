@@ -20,6 +20,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from core.catalog import Network, Strategy
 from core.tables import (
     ANNOTATOR_NAME_LENGTH,
     IDEMPOTENCY_KEY_LENGTH,
@@ -32,19 +33,6 @@ from core.tables import (
     Split,
 )
 
-Strategy = Literal[
-    "random",
-    "entropy",
-    "least_confidence",
-    "margin",
-    "variation_ratios",
-    "bald",
-    "batchbald",
-    "powerbald",
-]
-# The API cannot import the engine (torch); a worker test keeps the two lists in step.
-STRATEGY_NAMES: tuple[str, ...] = get_args(Strategy)
-Network = Literal["auto", "mnist_cnn", "resnet18"]
 ItemStatus = Literal["labelled", "unlabelled", "validation"]
 ExportFormat = Literal["csv", "json", "jsonl"]
 
@@ -434,3 +422,20 @@ class Health(BaseModel):
 
 class ErrorMessage(BaseModel):
     detail: str
+
+
+# --- catalog ------------------------------------------------------------------------------
+
+
+class CatalogEntry(BaseModel):
+    name: str
+    label: str = Field(description="The name as people read it.")
+    description: str
+
+
+class Catalog(BaseModel):
+    """Every strategy, network and round phase the service knows (core.catalog)."""
+
+    strategies: list[CatalogEntry]
+    networks: list[CatalogEntry]
+    phases: list[CatalogEntry]

@@ -27,9 +27,10 @@ import torchvision
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from core.catalog import NETWORKS
+
 logger = logging.getLogger(__name__)
 
-NETWORK_NAMES = ("auto", "mnist_cnn", "resnet18")
 # "auto" picks the paper CNN up to this side length for single-channel images.
 MNIST_CNN_MAX_SIZE = 32
 RESNET_HIDDEN = 128
@@ -64,8 +65,8 @@ class NetworkSpec:
 
 def resolve_network_name(spec: NetworkSpec) -> str:
     """The concrete network for a spec: ``mnist_cnn`` for small grey images, else resnet18."""
-    if spec.name not in NETWORK_NAMES:
-        raise ValueError(f"unknown network {spec.name!r}; expected one of {NETWORK_NAMES}")
+    if spec.name not in NETWORKS:
+        raise ValueError(f"unknown network {spec.name!r}; expected one of {NETWORKS}")
     if spec.name != "auto":
         return spec.name
     if spec.in_channels == 1 and spec.image_size <= MNIST_CNN_MAX_SIZE:

@@ -8,9 +8,22 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from app.api import annotators, export, health, items, labels, metrics, projects, queue, rounds
+from app.api import (
+    annotators,
+    catalog,
+    export,
+    health,
+    items,
+    labels,
+    metrics,
+    projects,
+    queue,
+    rounds,
+)
 
 
 def routers() -> list[APIRouter]:
-    modules = (annotators, projects, items, queue, labels, rounds, metrics, export, health)
+    modules = (
+        annotators, catalog, projects, items, queue, labels, rounds, metrics, export, health,
+    )  # fmt: skip
     return [module.router for module in modules]

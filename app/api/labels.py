@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Request, Response, status
-from sqlalchemy.orm import Session
 
 from app.api.health import instruments
 from app.api.params import ItemId
@@ -25,10 +25,9 @@ from app.schemas import (
     LabelPublic,
     SkipPublic,
 )
-from app.services import begin_write, read_outside_transaction
 from app.services import labels as service
-from app.services.items import get_visible_item, label_target
-from core.rounds import trigger_round_if_due
+from app.services.items import get_visible_item
+from app.services.labelling import label_item
 
 router = APIRouter(prefix=f"{API_PREFIX}/items", tags=["labels"])
 
@@ -69,45 +68,23 @@ async def create_label(
     user: CurrentUser,
     idempotency_key: IdempotencyKey = None,
 ) -> Response:
-    def label(session: Session) -> tuple[service.LabelResult, int | None]:
-        # The item is read under the write lock (SQLite) or its row lock (PostgreSQL), so
-        # what it says (no labels yet, no round active) still holds when the label is written.
-        begin_write(session)
-        target = label_target(session=session, user=user, item_id=item_id)
-        result = service.create_label(
-            session=session,
-            item=target,
-            annotator=user,
+    labelled = await run_with_session(
+        request,
+        partial(
+            label_item,
+            user=user,
+            item_id=item_id,
             label=body.label,
             ms_spent=body.ms_spent,
-            classes=target.classes,
             idempotency_key=idempotency_key,
-            item_locked=True,
-            may_replace=target.label_count > 0,
-        )
-        if result.replayed or target.round_active:
-            # Replayed: nothing was written, no round to trigger. A round active when the
-            # item was read: skipped; if the worker finished it since, the next label
-            # triggers instead.
-            return result, None
-        # After the label is committed: a failure here must not lose it.
-        read_outside_transaction(session)
-        triggered = trigger_round_if_due(
-            session=session,
-            project_id=target.project_id,
-            retrain_every=target.retrain_every,
-        )
-        return result, triggered.id if triggered is not None else None
-
-    result, round_enqueued = await run_with_session(request, label)
-    if round_enqueued is not None:
-        # Off the event loop and off this request: a broker that is down or slow to refuse
-        # holds up neither the label nor anyone else's request (the round stays queued).
-        dispatcher.send_soon(round_enqueued)
+            enqueue=dispatcher.send_soon,
+        ),
+    )
+    result = labelled.result
     if result.replayed:
         return _created(_public(result), headers={REPLAYED_HEADER: "true"})
     instruments(request).labels_created.inc()
-    return _created(_public(result, round_enqueued=round_enqueued))
+    return _created(_public(result, round_enqueued=labelled.round_opened))
 
 
 def _created(label: LabelPublic, *, headers: dict[str, str] | None = None) -> Response:

@@ -4,7 +4,7 @@
 // remembered beside it. `?project=ID` in the address picks a project explicitly.
 
 import * as api from "./api.js";
-import { $, el, fmtInt, hideBanner, showBanner } from "./ui.js";
+import { $, el, fmtInt, hideBanner, setCatalog, showBanner } from "./ui.js";
 
 const PROJECT_KEY = "nextlabel.project";
 
@@ -183,8 +183,12 @@ export async function start({ allowNoProject = false } = {}) {
   }
   for (let attempt = 0; ; attempt += 1) {
     try {
-      const me = await api.get("/me");
-      const projects = await api.get("/projects");
+      const [me, projects, catalog] = await Promise.all([
+        api.get("/me"),
+        api.get("/projects"),
+        api.get("/catalog"),
+      ]);
+      setCatalog(catalog);
       hideBanner();
       const project = chooseProject(projects, { newestByDefault: allowNoProject });
       if (project) rememberProject(project.id);

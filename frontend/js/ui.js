@@ -92,18 +92,20 @@ export function plural(count, one, many = `${one}s`) {
   return `${fmtInt(count)} ${count === 1 ? one : many}`;
 }
 
-/** Strategy ids as people read them. */
-export const STRATEGY_LABELS = {
-  random: "Random",
-  entropy: "Max entropy",
-  least_confidence: "Least confidence",
-  margin: "Margin",
-  variation_ratios: "Variation ratios",
-  bald: "BALD",
-  batchbald: "BatchBALD",
-  powerbald: "PowerBALD",
-};
+/**
+ * The server's catalog (GET /catalog, core/catalog.py): every strategy and round phase with
+ * the name people read. Loaded once at sign-in (session.start), so no list is kept here.
+ */
+const catalog = { strategies: [], phases: [] };
+
+export function setCatalog({ strategies, phases }) {
+  catalog.strategies = strategies;
+  catalog.phases = phases;
+}
+
+export const strategies = () => catalog.strategies;
+export const phases = () => catalog.phases;
 
 export function strategyName(id) {
-  return STRATEGY_LABELS[id] || id;
+  return catalog.strategies.find((entry) => entry.name === id)?.label || id;
 }

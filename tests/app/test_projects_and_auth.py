@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import func, select
 
+from core.catalog import STRATEGIES
 from core.tables import Item, Label
 from tests.app.conftest import Api
 
@@ -152,3 +153,18 @@ def test_malformed_json_is_a_readable_422(api: Api) -> None:
     )
     assert response.status_code == 422
     assert response.json()["detail"].startswith("The request is not valid: ")
+
+
+def test_the_catalog_lists_what_projects_accept(api: Api) -> None:
+    catalog = api.get("/api/v1/catalog").json()
+    strategies = [entry["name"] for entry in catalog["strategies"]]
+    assert strategies == list(STRATEGIES)
+    assert [entry["name"] for entry in catalog["phases"]][:2] == ["load", "train"]
+    assert all(entry["label"] and entry["description"] for entry in catalog["networks"])
+    for name in strategies:  # every listed strategy is one a project takes
+        response = api.patch(f"/api/v1/projects/{api.project(name)['id']}", json={"strategy": name})
+        assert response.status_code == 200, response.text
+    unknown = api.post(
+        "/api/v1/projects", json={"name": "x", "classes": ["a", "b"], "strategy": "coreset"}
+    )
+    assert unknown.status_code == 422

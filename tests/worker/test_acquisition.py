@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from app.schemas import STRATEGY_NAMES
+from core.catalog import STRATEGIES as STRATEGY_NAMES
 from worker.acquisition import (
     BAYESIAN_STRATEGIES,
     STRATEGIES,

@@ -1,20 +1,18 @@
 // The rounds panel: one row per round, newest first, with its status, scores and a bar of
 // how long each phase took (the phase legend above the table is drawn here too).
 
-import { $, el, fmtInt, fmtNum, fmtPct, fmtSeconds, fmtTime, strategyName } from "../ui.js";
+import { $, el, fmtInt, fmtNum, fmtPct, fmtSeconds, fmtTime, phases, strategyName } from "../ui.js";
 
-const PHASES = [
-  ["load", "#9fb3e6"],
-  ["train", "#2b57d0"],
-  ["evaluate", "#7b4bc4"],
-  ["infer", "#0f8b8d"],
-  ["select", "#d9822b"],
-  ["write", "#7a869a"],
-];
+// One colour per phase, in the order the catalog lists them (load, train, evaluate, ...).
+const PHASE_COLOURS = ["#9fb3e6", "#2b57d0", "#7b4bc4", "#0f8b8d", "#d9822b", "#7a869a"];
+
+/** [name, colour] of each phase the server's catalog lists. */
+const phaseColours = () =>
+  phases().map(({ name }, index) => [name, PHASE_COLOURS[index % PHASE_COLOURS.length]]);
 
 export function renderPhaseLegend() {
   $("#phase-legend").replaceChildren(
-    ...PHASES.map(([name, color]) => el("span", {}, el("i", { style: { background: color } }), name)),
+    ...phaseColours().map(([name, color]) => el("span", {}, el("i", { style: { background: color } }), name)),
   );
 }
 
@@ -51,18 +49,18 @@ function roundRow(round) {
 }
 
 function phaseCell(timings) {
-  const phases = PHASES.filter(([name]) => typeof timings[name] === "number");
-  if (!phases.length) return el("span", { class: "muted" }, "–");
-  const sum = phases.reduce((total, [name]) => total + timings[name], 0) || 1;
+  const shown = phaseColours().filter(([name]) => typeof timings[name] === "number");
+  if (!shown.length) return el("span", { class: "muted" }, "–");
+  const sum = shown.reduce((total, [name]) => total + timings[name], 0) || 1;
   const total = typeof timings.total === "number" ? timings.total : sum;
-  const title = phases.map(([name]) => `${name} ${fmtSeconds(timings[name])}`).join(" · ");
+  const title = shown.map(([name]) => `${name} ${fmtSeconds(timings[name])}`).join(" · ");
   return el(
     "div",
     { class: "phases", title },
     el(
       "div",
       { class: "phase-bar", role: "img", "aria-label": title },
-      phases.map(([name, color]) =>
+      shown.map(([name, color]) =>
         el("span", { style: { width: `${(100 * timings[name]) / sum}%`, background: color } }),
       ),
     ),

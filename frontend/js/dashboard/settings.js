@@ -3,14 +3,14 @@
 // saved project becomes the dashboard's project.
 
 import * as api from "../api.js";
-import { $, el, STRATEGY_LABELS, toast } from "../ui.js";
+import { $, el, strategies, toast } from "../ui.js";
 
 const NUMBERS = ["query_size", "retrain_every", "mc_samples"];
 
 export function fillSettings(project) {
   const form = $("#settings");
   $("#set-strategy").replaceChildren(
-    ...Object.entries(STRATEGY_LABELS).map(([id, name]) => el("option", { value: id }, name)),
+    ...strategies().map(({ name, label }) => el("option", { value: name }, label)),
   );
   form.strategy.value = project.strategy;
   for (const name of NUMBERS) form[name].value = project[name];
