@@ -120,12 +120,14 @@ def test_compose_declares_the_deployment(resolved: dict[str, Any]) -> None:
     assert api["command"][:3] == ["uvicorn", "app.main:create_app", "--factory"]
     worker = services["worker"]
     assert worker["build"]["dockerfile"] == "Dockerfile.worker"
-    assert {"--pool=solo", "--concurrency=1"} <= set(worker["command"])
-    assert worker["command"][worker["command"].index("-Q") + 1] == "gpu"
+    # The one worker start; its Celery arguments (solo pool, queue gpu) are
+    # core.broker.worker_argv (tests/test_broker.py).
+    assert worker["command"] == ["python", "-m", "worker.main"]
     (device,) = worker["deploy"]["resources"]["reservations"]["devices"]
     assert device["driver"] == "nvidia" and device["capabilities"] == ["gpu"]
     assert services["flower"]["profiles"] == ["monitoring"]
     assert "flower" in services["flower"]["command"]
+    assert services["flower"]["environment"]["CELERY_BROKER_URL"] == "redis://redis:6379/0"
     for name in ("migrate", "api", "worker", "flower"):
         env = services[name]["environment"]
         assert env["NEXTLABEL_DATABASE_URL"].startswith("postgresql+psycopg://")
@@ -202,6 +204,8 @@ def test_the_api_process_never_imports_torch(tmp_path: Path) -> None:
 
 def _as_local(argv: list[str]) -> list[str]:
     """The service's command, run with this interpreter (`python -m <tool> ...`)."""
+    if argv[0] == "python":
+        return [sys.executable, *argv[1:]]
     return [sys.executable, "-m", argv[0], *argv[1:]]
 
 
@@ -228,6 +232,8 @@ def stack(
             assert env["NEXTLABEL_DATABASE_URL"].split("@", 1)[1].startswith("postgres:5432/")
             env["NEXTLABEL_DATABASE_URL"] = database_url
             env["NEXTLABEL_BROKER_URL"] = broker_url
+            if "CELERY_BROKER_URL" in env:  # Flower's
+                env["CELERY_BROKER_URL"] = broker_url
             env["NEXTLABEL_DATA_DIR"] = str(data_dir)
             return child_env(**env)
 
