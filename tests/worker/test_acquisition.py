@@ -15,6 +15,8 @@ from worker.acquisition import (
     BAYESIAN_STRATEGIES,
     STRATEGIES,
     Selection,
+    _conditional_entropies_n,
+    _group_configurations,
     bald_scores,
     batchbald_select,
     entropy_scores,
@@ -192,6 +194,46 @@ def test_batchbald_pruning_changes_nothing_but_time() -> None:
     full = batchbald_select(log_probs, 8, generator=gen(1), num_samples=2_000, prune=False)
     assert pruned.indices.tolist() == full.indices.tolist()
     torch.testing.assert_close(pruned.batch_scores, full.batch_scores)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_batchbald_gains_do_not_depend_on_the_chunk_they_are_scored_in(dtype: torch.dtype) -> None:
+    # Pruning scores candidates in bound order and in other chunks than the full pass; its
+    # picks equal the unpruned ones only if each gain is the same to the last bit.
+    N, K, C, U = 300, 20, 10, 1_000
+    probs_N_C_K = make_log_probs(N, K, C, seed=6).to(dtype).exp().transpose(1, 2).contiguous()
+    posterior_K_U = torch.softmax(3 * torch.randn(K, U, generator=gen(6), dtype=dtype), dim=0)
+    weights_U = torch.rand(U, generator=gen(7), dtype=dtype)
+    workspace = torch.empty(2, N * C * U, dtype=dtype)
+    whole_N = _conditional_entropies_n(
+        probs_N_C_K.flatten(0, 1), posterior_K_U, weights_U, C, workspace
+    )
+    order_N = torch.randperm(N, generator=gen(8))
+    for width in (1, 7, 64):
+        for start in range(0, N, width):
+            positions_n = order_N[start : start + width]
+            part_n = _conditional_entropies_n(
+                probs_N_C_K[positions_n].flatten(0, 1), posterior_K_U, weights_U, C, workspace
+            )
+            assert torch.equal(part_n, whole_N[positions_n])
+
+
+def test_grouped_configurations_bound_the_conditional_entropy_from_above() -> None:
+    N, K, C, U = 200, 20, 10, 2_000
+    probs_N_C_K = make_log_probs(N, K, C, seed=9).exp().transpose(1, 2).contiguous()
+    posterior_K_U = torch.softmax(3 * torch.randn(K, U, generator=gen(9)), dim=0)
+    weights_U = torch.rand(U, generator=gen(10))
+    weights_U /= weights_U.sum()
+    workspace = torch.empty(2, N * C * U)
+    rows_NC_K = probs_N_C_K.flatten(0, 1)
+    exact_N = _conditional_entropies_n(rows_NC_K, posterior_K_U, weights_U, C, workspace)
+    for groups in (1, 16, 250):
+        posterior_K_G, weights_G = _group_configurations(posterior_K_U, weights_U, groups)
+        assert posterior_K_G.shape[1] <= groups
+        torch.testing.assert_close(weights_G.sum(), torch.tensor(1.0))
+        bound_N = _conditional_entropies_n(rows_NC_K, posterior_K_G, weights_G, C, workspace)
+        assert bool((bound_N >= exact_N - 1e-5).all())
+    assert float((bound_N - exact_N).mean()) < 0.05  # 250 groups: a tight bound
 
 
 def test_batchbald_is_deterministic_under_a_seed() -> None:
