@@ -36,7 +36,6 @@ from app.services.imports import (
     open_zip,
 )
 from app.services.projects import find_project
-from app.simulate.cli import simulate
 from core.db import make_engine, make_session_factory
 from core.logs import configure_logging
 from core.migrate import upgrade_database
@@ -181,8 +180,31 @@ def create_user(
     typer.echo(token)
 
 
-# Simulated annotators drive a running service over HTTP only (see docs/results.md).
-cli.command("simulate")(simulate)
+# Simulated annotators drive a running service over HTTP only (see docs/results.md). The
+# simulator is a package of its own (simulate/) with dependencies the API does without
+# (matplotlib, scipy, scikit-learn): this command imports it only when it runs and hands it
+# every argument, --help included, so its options and help are simulate.cli's own.
+SIMULATE_EXTRA = "pip install 'nextlabel[simulate]'"
+
+
+@cli.command(
+    "simulate",
+    add_help_option=False,
+    context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
+)
+def simulate_command(ctx: typer.Context) -> None:
+    """Label a dataset with simulated annotators through the REST API; write CSV and plot."""
+    try:
+        # Imported on use, not to dodge a cycle: the simulator is an optional install.
+        from simulate.cli import main as simulate_main
+    except ModuleNotFoundError as error:
+        typer.echo(
+            f"nextlabel simulate needs the simulator and its dependencies ({error}); "
+            f"install them with: {SIMULATE_EXTRA}",
+            err=True,
+        )
+        raise typer.Exit(1) from error
+    simulate_main(ctx.args, prog_name=ctx.command_path)
 
 
 def main() -> None:

@@ -37,8 +37,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from app.simulate.datasets import Dataset, balanced_initial, load_dataset
-from app.simulate.report import percentile
+from simulate.datasets import Dataset, balanced_initial, load_dataset
+from simulate.report import percentile
 from worker.acquisition import random_select, select
 from worker.networks import MCDropoutNetwork, NetworkSpec, build_network
 from worker.training import TrainConfig, evaluate, fit, mc_log_probs

@@ -23,7 +23,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from app.simulate.datasets import Dataset, balanced_initial, load_dataset
+from simulate.datasets import Dataset, balanced_initial, load_dataset
 from worker.acquisition import bald_scores
 from worker.networks import NetworkSpec, build_network
 from worker.training import TrainConfig, fit, mc_log_probs

@@ -37,8 +37,8 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from app.simulate.cli import format_seeds  # noqa: E402
-from app.simulate.report import (  # noqa: E402
+from simulate.cli import format_seeds  # noqa: E402
+from simulate.report import (  # noqa: E402
     THRESHOLDS,
     Curve,
     ThresholdRow,
@@ -254,7 +254,7 @@ def run_cells(cells: Sequence[Cell]) -> None:
         command = [
             sys.executable,
             "-m",
-            "app.simulate",
+            "simulate",
             *arguments[arguments.index("simulate") + 1 :],
         ]
         logger.info("[%d/%d] %s", number, len(cells), shlex.join(cell.command()))
@@ -971,7 +971,7 @@ def probe_schedule(seeds: int, schedules: Sequence[str]) -> None:
     import numpy as np
     import torch
 
-    from app.simulate.datasets import balanced_initial, load_dataset
+    from simulate.datasets import balanced_initial, load_dataset
     from worker.networks import NetworkSpec, build_network
     from worker.training import TrainConfig, evaluate, fit
 

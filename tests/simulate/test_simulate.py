@@ -25,7 +25,7 @@ def test_simulate_digits_end_to_end(tmp_path: Path) -> None:
     command = [
         sys.executable,
         "-m",
-        "app.simulate",
+        "simulate",
         "--dataset",
         "digits",
         "--strategy",

@@ -12,8 +12,8 @@ import pytest
 import typer
 from PIL import Image
 
-from app.simulate.cli import format_seeds, parse_seeds
-from app.simulate.datasets import (
+from simulate.cli import format_seeds, parse_seeds
+from simulate.datasets import (
     CLASSES,
     NOISE_STD,
     add_repeats,
@@ -21,7 +21,7 @@ from app.simulate.datasets import (
     load_dataset,
     png_bytes,
 )
-from app.simulate.report import (
+from simulate.report import (
     group_curves,
     labels_to_reach,
     markdown_table,
@@ -30,8 +30,8 @@ from app.simulate.report import (
     percentile,
     threshold_table,
 )
-from app.simulate.runner import build_zip
-from app.simulate.service import parse_token
+from simulate.runner import build_zip
+from simulate.service import parse_token
 
 # --- datasets -----------------------------------------------------------------------------
 

@@ -25,9 +25,9 @@ from typing import Any
 
 import numpy as np
 
-from app.simulate.annotators import AnnotatorTeam, LabelEvent
-from app.simulate.client import ApiError, Client, Round, RoundDetail
-from app.simulate.datasets import Dataset, Split, balanced_initial, png_bytes
+from simulate.annotators import AnnotatorTeam, LabelEvent
+from simulate.client import ApiError, Client, Round, RoundDetail
+from simulate.datasets import Dataset, Split, balanced_initial, png_bytes
 
 logger = logging.getLogger(__name__)
 

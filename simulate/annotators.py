@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from app.simulate.client import Client, LabelReply, NextItem
+from simulate.client import Client, LabelReply, NextItem
 
 logger = logging.getLogger(__name__)
 

@@ -26,7 +26,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from scipy import stats
 
-from app.simulate.runner import RoundRecord
+from simulate.runner import RoundRecord
 
 logger = logging.getLogger(__name__)
 

@@ -19,9 +19,9 @@ from contextlib import ExitStack
 from dataclasses import asdict, replace
 from pathlib import Path
 
-from app.simulate.client import Client
-from app.simulate.datasets import Dataset, load_dataset
-from app.simulate.report import (
+from simulate.client import Client
+from simulate.datasets import Dataset, load_dataset
+from simulate.report import (
     ROUND_FIELDS,
     group_curves,
     markdown_table,
@@ -30,8 +30,8 @@ from app.simulate.report import (
     threshold_table,
     write_rounds_csv,
 )
-from app.simulate.runner import Archives, RoundRecord, RunConfig, result_json, run_one
-from app.simulate.service import LocalService, Service
+from simulate.runner import Archives, RoundRecord, RunConfig, result_json, run_one
+from simulate.service import LocalService, Service
 
 logger = logging.getLogger(__name__)
 

@@ -1,18 +1,24 @@
 """``nextlabel simulate``: simulated annotators label a benchmark dataset through the API.
 
-Wired into the main CLI with ``app.command("simulate")(simulate)``; also runnable on its own
-as ``python -m app.simulate``.
+``app.cli`` registers a thin ``simulate`` command that imports this module only when it
+runs and hands it its arguments (:func:`main`), so the API installs and runs without the
+simulator's dependencies (matplotlib, scipy, scikit-learn, mlxtend). Also runnable on its
+own as ``python -m simulate``.
 """
 
 from __future__ import annotations
 
 import logging
 import signal
+from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
 from typing import Annotated
 
 import typer
+
+from simulate.experiment import run_experiment, summarise
+from simulate.runner import RunConfig
 
 STRATEGY_HELP = "random, margin, entropy, bald, batchbald or powerbald; or a comma list."
 
@@ -63,11 +69,6 @@ def simulate(
     ] = None,
 ) -> None:
     """Label a dataset with simulated annotators through the REST API; write CSV and plot."""
-    # Imported here: numpy, scikit-learn and matplotlib would slow down every other
-    # nextlabel subcommand, and app.cli imports this module for all of them.
-    from app.simulate.experiment import run_experiment, summarise
-    from app.simulate.runner import RunConfig
-
     logging.basicConfig(
         level=logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -117,5 +118,12 @@ def _file_handler(out: Path) -> logging.Handler:
     return logging.FileHandler(out / "simulate.log")
 
 
-def main() -> None:
-    typer.run(simulate)
+def main(args: Sequence[str] | None = None, prog_name: str | None = None) -> None:
+    """Run the command on ``args`` (default: ``sys.argv[1:]``); exits like a typer app.
+
+    ``nextlabel simulate`` calls it with its own arguments and ``prog_name="nextlabel
+    simulate"``, so usage lines and ``--help`` read as they would for a typer subcommand.
+    """
+    command = typer.Typer(add_completion=False)
+    command.command()(simulate)
+    command(args=None if args is None else list(args), prog_name=prog_name)

@@ -1,5 +1,0 @@
-"""``python -m app.simulate``: the simulate command without the rest of the CLI."""
-
-from app.simulate.cli import main
-
-main()
