@@ -21,6 +21,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from core.catalog import Network, Strategy
+from core.report import PhaseTimings, RoundMetrics
 from core.tables import (
     ANNOTATOR_NAME_LENGTH,
     IDEMPOTENCY_KEY_LENGTH,
@@ -347,8 +348,8 @@ class RoundPublic(ORMModel):
     strategy: str
     labels_used: int
     attempts: int
-    metrics: dict[str, Any]
-    timings: dict[str, Any]
+    metrics: RoundMetrics
+    timings: PhaseTimings
     error: str | None
     created_at: UtcDatetime
     started_at: UtcDatetime | None

@@ -34,6 +34,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from core.broker import VISIBILITY_TIMEOUT_SECONDS
 from core.db import make_engine, make_session_factory
 from core.dispatch import due_for_dispatch
+from core.report import FitSummary, PhaseTimings, RoundMetrics, stored
 from core.rounds import labels_until_retrain, open_round
 from core.settings import Settings
 from core.storage import ImageStore, LocalImageStore
@@ -223,6 +224,10 @@ class PhaseTimer:
             seconds[self._open[0]] = round(now - self._open[1], 4)
         return {**seconds, "total": round(now - self.started, 4)}
 
+    def stored(self) -> dict[str, object]:
+        """The timings as the round's report stores them (core.report.PhaseTimings)."""
+        return stored(PhaseTimings.model_validate(self.as_dict()))
+
 
 # --------------------------------------------------------------------------- the round
 
@@ -291,28 +296,28 @@ def _execute(ctx: WorkerContext, claim: _Claim, timer: PhaseTimer) -> None:
         strategy, plan = _select(project, log_probs_N_K_C, seed, notes)
     if not tensors.pool_ids:
         notes.append(POOL_USED_UP_NOTE)
-    metrics = {
+    metrics = RoundMetrics(
         **quality,
-        "train_items": len(tensors.y_train),
-        "labels_used": data.labels_used,
-        "pool_items": len(tensors.pool_ids),
-        "queue_items": 0 if plan is None else len(plan.indices),
-        "decode_failures": tensors.decode_failures,
-        "fit": {
-            "epochs": fit_report.epochs,
-            "steps": fit_report.steps,
-            "early_stopped": fit_report.early_stopped,
-            "best_validation_nll": fit_report.best_validation_nll,
-            "best_validation_accuracy": fit_report.best_validation_accuracy,
-            "stopped_on": ctx.train_config.stop_on,
-            "seconds": round(fit_report.seconds, 3),
-        },
-        "mc_samples": project.mc_samples,
-        "strategy": strategy,
-        "device": str(device),
-        "attempt": claim.attempt,
-        "note": "; ".join(notes) or None,
-    }
+        train_items=len(tensors.y_train),
+        labels_used=data.labels_used,
+        pool_items=len(tensors.pool_ids),
+        queue_items=0 if plan is None else len(plan.indices),
+        decode_failures=tensors.decode_failures,
+        fit=FitSummary(
+            epochs=fit_report.epochs,
+            steps=fit_report.steps,
+            early_stopped=fit_report.early_stopped,
+            best_validation_nll=fit_report.best_validation_nll,
+            best_validation_accuracy=fit_report.best_validation_accuracy,
+            stopped_on=ctx.train_config.stop_on,
+            seconds=round(fit_report.seconds, 3),
+        ),
+        mc_samples=project.mc_samples,
+        strategy=strategy,
+        device=str(device),
+        attempt=claim.attempt,
+        note="; ".join(notes) or None,
+    )
     with timer.phase("write"):
         _write_round(
             ctx, claim, data, strategy, tensors.pool_ids, log_probs_N_K_C, plan, metrics, timer
@@ -332,7 +337,7 @@ def claim_round(ctx: WorkerContext, round_id: int) -> _Claim | RoundOutcome:
         if rnd.status in (RoundStatus.done, RoundStatus.failed):
             return RoundOutcome(round_id, "skipped", f"already {rnd.status.value}")
         if rnd.status == RoundStatus.running and not owner_is_dead(rnd, now, ctx.worker_id):
-            owner = (rnd.metrics or {}).get("worker")
+            owner = _owner(rnd)
             return RoundOutcome(round_id, "skipped", f"running in live worker {owner}")
         if rnd.attempts >= MAX_ATTEMPTS:
             error = f"gave up after {rnd.attempts} attempts (worker lost each time)"
@@ -352,7 +357,7 @@ def claim_round(ctx: WorkerContext, round_id: int) -> _Claim | RoundOutcome:
                 started_at=now,
                 finished_at=None,
                 error=None,
-                metrics={"worker": ctx.worker_id},
+                metrics=stored(RoundMetrics(worker=ctx.worker_id)),
                 timings={},
             )
             .execution_options(synchronize_session=False)
@@ -380,7 +385,7 @@ def owner_is_dead(rnd: Round, now: datetime, me: str) -> bool:
     Another host: it can't be asked, so it is presumed dead once STALE_RUNNING_SECONDS have
     passed since the round started.
     """
-    owner = str((rnd.metrics or {}).get("worker", ""))
+    owner = _owner(rnd) or ""
     host, _, pid_text = owner.rpartition(":")
     my_host, _, my_pid = me.rpartition(":")
     if host and host == my_host and pid_text.isdigit():
@@ -391,6 +396,11 @@ def owner_is_dead(rnd: Round, now: datetime, me: str) -> bool:
     if started.tzinfo is None:  # SQLite hands back naive datetimes
         started = started.replace(tzinfo=UTC)
     return now - started > timedelta(seconds=STALE_RUNNING_SECONDS)
+
+
+def _owner(rnd: Round) -> str | None:
+    """`host:pid` of the worker that claimed the round, from its report."""
+    return RoundMetrics.model_validate(rnd.metrics or {}).worker
 
 
 def pid_alive(pid: int) -> bool:
@@ -808,7 +818,7 @@ def _write_round(
     pool_ids: list[int],
     log_probs_N_K_C: torch.Tensor | None,
     plan: QueuePlan | None,
-    metrics: dict[str, Any],
+    metrics: RoundMetrics,
     timer: PhaseTimer,
 ) -> None:
     """Queue, predictions, metrics, timings and status: one transaction, fenced."""
@@ -863,7 +873,7 @@ def _commit_round(
     strategy: str,
     queue_rows: list[dict[str, Any]],
     prediction_rows: list[dict[str, Any]],
-    metrics: dict[str, Any],
+    metrics: RoundMetrics,
     timer: PhaseTimer,
 ) -> None:
     with ctx.session_factory() as session:
@@ -877,8 +887,8 @@ def _commit_round(
                         status=RoundStatus.done,
                         strategy=strategy,
                         finished_at=datetime.now(UTC),
-                        metrics={**metrics, "worker": ctx.worker_id},
-                        timings=timer.as_dict(),
+                        metrics=stored(metrics.model_copy(update={"worker": ctx.worker_id})),
+                        timings=timer.stored(),
                     )
                 )
                 if finished.rowcount != 1:  # type: ignore[attr-defined]
@@ -888,7 +898,7 @@ def _commit_round(
                 if prediction_rows:
                     session.execute(insert(Prediction), prediction_rows)
                 # The timings must include the write itself: refresh them just before commit.
-                session.execute(_done_row(claim).values(timings=timer.as_dict()))
+                session.execute(_done_row(claim).values(timings=timer.stored()))
         except IntegrityError as exc:
             # Items or the project vanished under us: if the round is gone, that's a delete.
             _ensure_still_ours(ctx, claim)
@@ -928,23 +938,20 @@ def _write_random_round(
         }
         for rank, item_id in enumerate(queue_ids)
     ]
-    metrics: dict[str, Any] = {
-        "accuracy": None,
-        "nll": None,
-        "per_class_accuracy": {},
-        "classes_seen": [],
-        "validation_items": 0,
-        "train_items": 0,
-        "labels_used": data.labels_used,
-        "pool_items": len(tensors.pool_ids),
-        "queue_items": len(queue_rows),
-        "decode_failures": tensors.decode_failures,
-        "fit": None,
-        "strategy": "random",
-        "device": str(device),
-        "attempt": claim.attempt,
-        "note": "; ".join(notes),
-    }
+    metrics = RoundMetrics(
+        per_class_accuracy={},
+        classes_seen=[],
+        validation_items=0,
+        train_items=0,
+        labels_used=data.labels_used,
+        pool_items=len(tensors.pool_ids),
+        queue_items=len(queue_rows),
+        decode_failures=tensors.decode_failures,
+        strategy="random",
+        device=str(device),
+        attempt=claim.attempt,
+        note="; ".join(notes),
+    )
     with timer.phase("write"):
         _commit_round(ctx, claim, "random", queue_rows, [], metrics, timer)
 
@@ -956,7 +963,7 @@ def _mark_failed(ctx: WorkerContext, claim: _Claim, error: str, timer: PhaseTime
                 status=RoundStatus.failed,
                 error=error[:4000],
                 finished_at=datetime.now(UTC),
-                timings=timer.as_dict(),
+                timings=timer.stored(),
             )
         )
 
@@ -1051,7 +1058,7 @@ def _requeue_if_orphaned(session: Session, rnd: Round, now: datetime, ctx: Worke
     """Put a running round whose worker died back to queued; True if it was."""
     if not owner_is_dead(rnd, now, ctx.worker_id):
         return False
-    owner = (rnd.metrics or {}).get("worker")
+    owner = _owner(rnd)
     if rnd.attempts >= MAX_ATTEMPTS:
         error = f"gave up after {rnd.attempts} attempts; last worker {owner} died"
         _finish_conditionally(session, rnd, RoundStatus.failed, error=error, now=now)
@@ -1061,7 +1068,7 @@ def _requeue_if_orphaned(session: Session, rnd: Round, now: datetime, ctx: Worke
         .where(Round.id == rnd.id, Round.status == rnd.status, Round.attempts == rnd.attempts)
         .values(
             status=RoundStatus.queued,
-            metrics={"requeued": f"worker {owner} died"},
+            metrics=stored(RoundMetrics(requeued=f"worker {owner} died")),
             # Not handed over since: any worker's sweep sends it, not only an idle one's.
             dispatched_at=None,
         )

@@ -17,6 +17,7 @@ from app.schemas import (
 )
 from app.services.projects import project_counts
 from app.services.queue import latest_done_round
+from core.report import RoundMetrics
 from core.rounds import active_round, labels_since, labels_until_retrain
 from core.tables import (
     Annotator,
@@ -57,7 +58,9 @@ def project_metrics(*, session: Session, project: Project) -> ProjectMetrics:
         validation=validation_summary(
             session=session,
             project_id=project.id,
-            latest_metrics=done_rounds[-1].metrics if done_rounds else None,
+            latest_note=RoundMetrics.model_validate(done_rounds[-1].metrics or {}).note
+            if done_rounds
+            else None,
         ),
     )
 
@@ -107,12 +110,12 @@ def annotator_counts(*, session: Session, project_id: int) -> list[AnnotatorCoun
 
 
 def curve_point(done: Round) -> CurvePoint:
-    metrics: dict[str, Any] = done.metrics or {}
+    metrics = RoundMetrics.model_validate(done.metrics or {})
     return CurvePoint(
         round_id=done.id,
         labels_used=done.labels_used,
-        accuracy=_number(metrics.get("accuracy")),
-        nll=_number(metrics.get("nll")),
+        accuracy=_number(metrics.accuracy),
+        nll=_number(metrics.nll),
         finished_at=done.finished_at,
     )
 
@@ -164,7 +167,7 @@ def queue_freshness(*, session: Session, project: Project) -> QueueFreshness:
 
 
 def validation_summary(
-    *, session: Session, project_id: int, latest_metrics: dict[str, Any] | None
+    *, session: Session, project_id: int, latest_note: str | None
 ) -> ValidationSummary:
     items, with_known = session.execute(
         select(func.count(), func.count(Item.known_label)).where(
@@ -176,6 +179,6 @@ def validation_summary(
         note = NO_VALIDATION_NOTE
     elif with_known == 0:
         note = NO_KNOWN_LABELS_NOTE
-    elif latest_metrics and isinstance(latest_metrics.get("note"), str):
-        note = latest_metrics["note"]
+    elif latest_note:
+        note = latest_note
     return ValidationSummary(items=items, with_known_label=with_known, note=note)
