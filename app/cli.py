@@ -182,9 +182,9 @@ def create_user(
 
 # Simulated annotators drive a running service over HTTP only (see docs/results.md). The
 # simulator is a package of its own (simulate/) with dependencies the API does without
-# (matplotlib, scipy, scikit-learn): this command imports it only when it runs and hands it
+# (httpx, matplotlib, scipy, ...): this command imports it only when it runs and hands it
 # every argument, --help included, so its options and help are simulate.cli's own.
-SIMULATE_EXTRA = "pip install 'nextlabel[simulate]'"
+SIMULATE_EXTRA = "pip install 'nextlabel[sim]'"
 
 
 @cli.command(

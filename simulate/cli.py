@@ -2,8 +2,8 @@
 
 ``app.cli`` registers a thin ``simulate`` command that imports this module only when it
 runs and hands it its arguments (:func:`main`), so the API installs and runs without the
-simulator's dependencies (matplotlib, scipy, scikit-learn, mlxtend). Also runnable on its
-own as ``python -m simulate``.
+simulator's dependencies (the ``sim`` extra: httpx, matplotlib, scipy, ...). Also runnable
+on its own as ``python -m simulate``.
 """
 
 from __future__ import annotations

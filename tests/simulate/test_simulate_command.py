@@ -60,7 +60,7 @@ def test_simulate_without_its_dependencies_names_the_extra() -> None:
         "from app.cli import main; main()"
     )
     assert completed.returncode == 1
-    assert "pip install 'nextlabel[simulate]'" in completed.stderr
+    assert "pip install 'nextlabel[sim]'" in completed.stderr
 
 
 def test_the_simulator_imports_nothing_from_the_service() -> None:
