@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from typing import Any, cast
 
 from sqlalchemy import Engine, Table, create_engine, event
@@ -64,15 +63,6 @@ def _tune_sqlite(dbapi_connection: Any, _record: Any) -> None:
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(bind=engine, expire_on_commit=False)
-
-
-def session_scope(factory: sessionmaker[Session]) -> Iterator[Session]:
-    """Yield a session that is closed afterwards; callers commit explicitly."""
-    session = factory()
-    try:
-        yield session
-    finally:
-        session.close()
 
 
 def table_of(model: type[Any]) -> Table:

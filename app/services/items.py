@@ -68,21 +68,13 @@ def image_url(item_id: int) -> str:
 
 # One indexed query answers "does the item exist, in which project, may this user see it,
 # and is a round already queued or running" (labelling asks all four).
-_VISIBLE_ITEM = (
-    select(
-        Item,
-        Project,
-        exists().where(
-            ProjectMember.project_id == Item.project_id,
-            ProjectMember.annotator_id == bindparam("me"),
-        ),
-        exists().where(
-            Round.project_id == Item.project_id, Round.status.in_(ACTIVE_ROUND_STATUSES)
-        ),
-    )
-    .join(Project, Project.id == Item.project_id)
-    .where(Item.id == bindparam("item_id"))
-)
+_VISIBLE_ITEM = select(
+    Item,
+    exists().where(
+        ProjectMember.project_id == Item.project_id,
+        ProjectMember.annotator_id == bindparam("me"),
+    ),
+).where(Item.id == bindparam("item_id"))
 
 
 @dataclass(frozen=True)
@@ -152,24 +144,14 @@ def label_target(*, session: Session, user: Annotator, item_id: int) -> LabelTar
     )
 
 
-@dataclass(frozen=True)
-class VisibleItem:
-    item: Item
-    project: Project
-    round_active: bool
-
-
 def get_visible_item(*, session: Session, user: Annotator, item_id: int) -> Item:
-    """The item, if it is in a project the user belongs to (admins: any project)."""
-    return visible_item(session=session, user=user, item_id=item_id).item
-
-
-def visible_item(*, session: Session, user: Annotator, item_id: int) -> VisibleItem:
-    """The item and its project, if the user may see it; else NotFound."""
+    """The item, if it is in a project the user belongs to (admins: any project); else
+    NotFound."""
     row = session.execute(_VISIBLE_ITEM, {"item_id": item_id, "me": user.id}).one_or_none()
-    if row is None or not (row[2] or user.role == Role.admin):
+    if row is None or not (row[1] or user.role == Role.admin):
         raise NotFound(f"Item {item_id} does not exist or is in a project you are not in.")
-    return VisibleItem(item=row[0], project=row[1], round_active=bool(row[3]))
+    item: Item = row[0]
+    return item
 
 
 def to_public(
