@@ -5,8 +5,8 @@ The engine samples class-balanced training batches while fewer than
 labelled set uniformly. Top-b BALD on Repeated-MNIST buys copies of the same few digits, so
 its labelled set is lopsided, and balanced batches may hide the cost of that. This script
 runs the synchronous active-learning loop in-process with the engine's own parts
-(worker.training, worker.acquisition) under both samplers and prints the labels each run
-needs to reach 90% test accuracy:
+(worker.engine.training, worker.engine.acquisition) under both samplers and prints the
+labels each run needs to reach 90% test accuracy:
 
     python bench/balanced_batches.py [--dataset repeated-mnist|mnist5k]
         [--strategies bald,random] [--samplers balanced,uniform] [--seeds 0,1,2]
@@ -39,9 +39,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from simulate.datasets import Dataset, balanced_initial, load_dataset
 from simulate.report import percentile
-from worker.acquisition import random_select, select
-from worker.networks import MCDropoutNetwork, NetworkSpec, build_network
-from worker.training import TrainConfig, evaluate, fit, mc_log_probs
+from worker.engine.acquisition import random_select, select
+from worker.engine.networks import MCDropoutNetwork, NetworkSpec, build_network
+from worker.engine.training import TrainConfig, evaluate, fit, mc_log_probs
 
 BATCH_SIZE = 10
 MC_SAMPLES = {"mnist5k": 20, "repeated-mnist": 10}  # as in the grid

@@ -3,7 +3,7 @@
 The BatchBALD paper's explanation of BALD losing to random on Repeated-MNIST is that top-b
 BALD takes an item together with its near-identical copies, wasting labels. This script
 checks that mechanism on our Repeated-MNIST (the MNIST-5k pool ×3 with the reference's
-noise): it trains the engine's network in-process (worker.training, the shipped schedule)
+noise): it trains the engine's network in-process (worker.engine.training, the shipped schedule)
 on the balanced initial set plus some random labels, scores the whole pool with BALD under
 K consistent MC-dropout masks, and prints how many distinct original digits the top b hold
 and where the copies of the top items rank.
@@ -24,9 +24,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from simulate.datasets import Dataset, balanced_initial, load_dataset
-from worker.acquisition import bald_scores
-from worker.networks import NetworkSpec, build_network
-from worker.training import TrainConfig, fit, mc_log_probs
+from worker.engine.networks import NetworkSpec, build_network
+from worker.engine.scores import bald_scores
+from worker.engine.training import TrainConfig, fit, mc_log_probs
 
 COPIES = 3
 MC_SAMPLES = 10  # the paper's K on Repeated-MNIST

@@ -58,17 +58,17 @@ def make_pool(case: Case) -> Any:
 def nextlabel_run(case: Case, log_probs: Any, prune: bool = True) -> list[int] | None:
     import torch
 
-    from worker import acquisition
+    from worker.engine import batchbald, scores
 
     scorers = {
-        "bald": acquisition.bald_scores,
-        "entropy": acquisition.entropy_scores,
-        "margin": acquisition.margin_scores,
+        "bald": scores.bald_scores,
+        "entropy": scores.entropy_scores,
+        "margin": scores.margin_scores,
     }
     if case.kind in scorers:
         scorers[case.kind](log_probs)  # validation included
         return None
-    selection = acquisition.batchbald_select(
+    selection = batchbald.batchbald_select(
         log_probs,
         case.b,
         generator=torch.Generator().manual_seed(0),

@@ -22,8 +22,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
-from worker.networks import NetworkSpec, build_network
-from worker.training import mc_log_probs
+from worker.engine.networks import NetworkSpec, build_network
+from worker.engine.training import mc_log_probs
 
 
 def measure(

@@ -19,8 +19,8 @@ import torch
 from label_efficiency_plan import OUT
 
 from simulate.datasets import balanced_initial, load_dataset
-from worker.networks import NetworkSpec, build_network
-from worker.training import TrainConfig, evaluate, fit
+from worker.engine.networks import NetworkSpec, build_network
+from worker.engine.training import TrainConfig, evaluate, fit
 
 logger = logging.getLogger("label_efficiency")
 
@@ -40,7 +40,7 @@ PROBE_SCHEDULES: dict[str, dict[str, object]] = {
 def probe_schedule(seeds: int, schedules: Sequence[str]) -> None:
     """How much does the training schedule cap accuracy at small label counts?
 
-    Investigation, not the benchmark: it calls the engine in-process (worker.training) on the
+    Investigation, not the benchmark: it calls the engine in-process (worker.engine.training) on the
     same random labelled sets of MNIST-5k (2 per class + random) under each schedule, early
     stopping on a quarter of the 1,000 test items and evaluating as a round does
     (MC-averaged accuracy, K=20) on the other three quarters.

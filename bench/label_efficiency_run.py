@@ -67,10 +67,12 @@ def provenance() -> dict[str, str]:
         ["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, check=False
     ).stdout.strip()
     files = (
-        "worker/training.py",
-        "worker/acquisition.py",
+        "worker/engine/training.py",
+        "worker/engine/scores.py",
+        "worker/engine/acquisition.py",
+        "worker/engine/batchbald.py",
         "worker/pipeline.py",
-        "worker/networks.py",
+        "worker/engine/networks.py",
     )
     digests = {
         name: hashlib.sha256((REPO / name).read_bytes()).hexdigest()[:12]

@@ -32,6 +32,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.broker import VISIBILITY_TIMEOUT_SECONDS
+from core.catalog import BAYESIAN_STRATEGIES
 from core.db import make_engine, make_session_factory
 from core.dispatch import due_for_dispatch
 from core.report import FitSummary, PhaseTimings, RoundMetrics, stored
@@ -50,11 +51,10 @@ from core.tables import (
     Split,
     is_current,
 )
-from worker.acquisition import BAYESIAN_STRATEGIES
-from worker.acquisition import select as acquire
-from worker.images import ImageCache, ImageSpec, ItemImage
-from worker.networks import MCDropoutNetwork, NetworkSpec, build_network
-from worker.training import (
+from worker.engine.acquisition import select as acquire
+from worker.engine.images import ImageCache, ImageSpec, ItemImage
+from worker.engine.networks import MCDropoutNetwork, NetworkSpec, build_network
+from worker.engine.training import (
     FitReport,
     TrainConfig,
     evaluate,

@@ -22,8 +22,8 @@ from browser_support import (
 )
 from playwright.sync_api import Page, expect
 
+from worker.engine.training import TrainConfig
 from worker.pipeline import WorkerContext, run_round
-from worker.training import TrainConfig
 
 pytestmark = pytest.mark.browser
 

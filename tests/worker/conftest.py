@@ -18,8 +18,8 @@ from sqlalchemy.orm import Session
 from core.migrate import upgrade_database
 from core.settings import Settings
 from core.storage import LocalImageStore
-from worker.images import ImageCache
-from worker.training import TrainConfig
+from worker.engine.images import ImageCache
+from worker.engine.training import TrainConfig
 
 if TYPE_CHECKING:
     from worker.pipeline import WorkerContext

@@ -1,4 +1,5 @@
-"""Known values, brute-force checks, properties and errors of worker.acquisition."""
+"""Known values, brute-force checks, properties and errors of the acquisition engine
+(worker.engine.scores, .batchbald, .acquisition)."""
 
 from __future__ import annotations
 
@@ -10,21 +11,19 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from core.catalog import STRATEGIES as STRATEGY_NAMES
-from worker.acquisition import (
-    BAYESIAN_STRATEGIES,
-    STRATEGIES,
-    Selection,
+from core.catalog import BAYESIAN_STRATEGIES, STRATEGIES
+from worker.engine.acquisition import IMPLEMENTED, powerbald_select, random_select, select
+from worker.engine.batchbald import (
     _conditional_entropies_n,
     _group_configurations,
-    bald_scores,
     batchbald_select,
+)
+from worker.engine.scores import (
+    Selection,
+    bald_scores,
     entropy_scores,
     least_confidence_scores,
     margin_scores,
-    powerbald_select,
-    random_select,
-    select,
     validate_log_probs,
     variation_ratio_scores,
 )
@@ -477,6 +476,6 @@ def test_exact_joint_mi_helper_agrees_with_bald_for_one_item() -> None:
         assert exact_joint_mi(log_probs, [i]) == pytest.approx(float(bald[i]), abs=1e-9)
 
 
-def test_the_api_offers_exactly_the_engines_strategies() -> None:
-    # app/schemas.py cannot import torch, so it lists the names itself.
-    assert set(STRATEGY_NAMES) == set(STRATEGIES)
+def test_the_engine_implements_exactly_the_catalogs_strategies() -> None:
+    # The API serves core.catalog (no torch there); select must implement each name in it.
+    assert set(STRATEGIES) == IMPLEMENTED

@@ -1,4 +1,4 @@
-"""Shapes, network choice and consistent MC dropout of worker.networks."""
+"""Shapes, network choice and consistent MC dropout of worker.engine.networks."""
 
 from __future__ import annotations
 
@@ -8,8 +8,7 @@ import pytest
 import torch
 import torchvision
 
-from worker.acquisition import validate_log_probs
-from worker.networks import (
+from worker.engine.networks import (
     MCDropoutNetwork,
     MnistCNN,
     NetworkSpec,
@@ -17,7 +16,8 @@ from worker.networks import (
     build_network,
     resolve_network_name,
 )
-from worker.training import mc_log_probs
+from worker.engine.scores import validate_log_probs
+from worker.engine.training import mc_log_probs
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
 CPU = torch.device("cpu")

@@ -28,7 +28,7 @@ from sqlalchemy.orm import Session
 from core.storage import LocalImageStore
 from core.tables import Item, Prediction, Project, QueueEntry, Round, RoundStatus
 from worker import pipeline
-from worker.images import ImageCache, ImageSpec, ItemImage, decode_image
+from worker.engine.images import ImageCache, ImageSpec, ItemImage, decode_image
 from worker.pipeline import (
     MAX_ATTEMPTS,
     NO_LABELS_NOTE,

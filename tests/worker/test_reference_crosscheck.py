@@ -1,4 +1,4 @@
-"""Cross-checks of worker.acquisition against independent implementations.
+"""Cross-checks of the acquisition engine (worker.engine) against independent implementations.
 
 Baal's heuristics take *probabilities* shaped ``[N, C, K]`` (iterations last) and rank
 ascending or descending per heuristic; batchbald_redux takes log-probs ``[N, K, C]`` like we
@@ -11,14 +11,9 @@ import numpy as np
 import pytest
 import torch
 
-from worker.acquisition import (
-    bald_scores,
-    batchbald_select,
-    entropy_scores,
-    least_confidence_scores,
-    margin_scores,
-    select,
-)
+from worker.engine.acquisition import select
+from worker.engine.batchbald import batchbald_select
+from worker.engine.scores import bald_scores, entropy_scores, least_confidence_scores, margin_scores
 
 heuristics = pytest.importorskip(
     "baal.active.heuristics", reason="Baal is a [test] dependency used as the BALD reference"

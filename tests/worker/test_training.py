@@ -1,4 +1,4 @@
-"""fit / evaluate / MC inference of worker.training, on real digits."""
+"""fit / evaluate / MC inference of worker.engine.training, on real digits."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import pytest
 import torch
 from sklearn.datasets import load_digits
 
-from worker.networks import NetworkSpec, build_network
-from worker.training import (
+from worker.engine.networks import NetworkSpec, build_network
+from worker.engine.training import (
     TrainConfig,
     _batch_indices,
     evaluate,

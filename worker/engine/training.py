@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
-from worker.networks import MCDropoutNetwork
+from worker.engine.networks import MCDropoutNetwork
 
 logger = logging.getLogger(__name__)
 

@@ -1,15 +1,17 @@
-"""Acquisition scores and batch selection on MC-dropout log-probabilities.
+"""BatchBALD: the batch with the most joint mutual information, picked greedily.
 
-Every function here is pure: it takes log-probabilities ``log_probs_N_K_C`` (N pool items,
-K consistent MC-dropout samples, C classes; the log-softmax output of
-``worker.training.mc_log_probs``) and returns scores or a :class:`Selection`. Higher scores are
-always more wanted, so one descending sort orders the labelling queue for every strategy.
+One piece because every part serves one greedy loop over one data layout: the joint of the
+chosen labels (``_Joint``, exact then sampled), the BALD-sorted pool laid out for chunked
+products (``_Pool``), the grouped upper bound that prunes candidates and the float64 tie-break
+all read and write the same ``[M, K]`` / ``[n*C, K]`` tensors; split, each would need the
+others' shapes to be read.
 
-Log-probabilities are exponentiated once per call and every score reuses the probabilities;
-the work is float32 (float64 input stays float64), so a pool of 60k items scores in well under
-a second on two CPU cores. BatchBALD keeps the joint
-distribution of the labels already chosen as one ``[M, K]`` matrix and scores every candidate
-of a chunk with a single ``[M, K] x [K, n*C]`` matrix product.
+BatchBALD keeps the joint distribution of the labels already chosen as one ``[M, K]`` matrix
+and scores every candidate of a chunk with a single ``[M, K] x [K, n*C]`` matrix product.
+
+References:
+    Kirsch, van Amersfoort & Gal, "BatchBALD: Efficient and Diverse Batch Acquisition for
+    Deep Bayesian Active Learning", NeurIPS 2019.
 """
 
 from __future__ import annotations
@@ -22,24 +24,20 @@ from dataclasses import dataclass
 
 import torch
 
+from worker.engine.scores import (
+    TINY,
+    Checked,
+    Selection,
+    check_batch_size,
+    check_bayesian,
+    check_log_probs,
+    conditional_entropy_N,
+    entropy_N,
+    mean_probs_N_C,
+)
+
 logger = logging.getLogger(__name__)
 
-STRATEGIES: tuple[str, ...] = (
-    "random",
-    "entropy",
-    "least_confidence",
-    "margin",
-    "variation_ratios",
-    "bald",
-    "batchbald",
-    "powerbald",
-)
-BAYESIAN_STRATEGIES = frozenset({"bald", "batchbald", "powerbald", "variation_ratios"})
-
-NORMALISATION_TOLERANCE = 1e-3
-# float16/bfloat16 storage rounds each log-prob by ~1e-3 relative, so the sum over classes
-# drifts further than the float32 tolerance allows without anything being wrong.
-HALF_NORMALISATION_TOLERANCE = 2e-2
 DEFAULT_NUM_SAMPLES = 10_000
 # Exact joint while C^n * K <= this: 200,000 = 10,000 configurations at K=20, the same point at
 # which batchbald_redux with M=10,000 switches to sampling.
@@ -58,379 +56,6 @@ _KMEANS_ITERATIONS = 4
 _FIT_ROWS_PER_GROUP = 8
 # Gains within float32 rounding of the best are ordered again in float64, at most this many.
 _TIE_BREAK_LIMIT = 256
-_TINY = 1e-30
-
-
-@dataclass(frozen=True)
-class Selection:
-    """A batch of pool items to label next.
-
-    Attributes:
-        indices: ``[b]`` long, pool indices in pick order (rank 0 first).
-        scores: ``[N]`` float32 per-item score (higher = more wanted) that orders the rest of
-            the pool: the strategy's score; BALD for batchbald and powerbald; uniform noise
-            from the generator for random.
-        batch_scores: ``[b]`` float32 score of each pick at the moment it was made (for
-            batchbald the marginal gain in joint mutual information).
-    """
-
-    indices: torch.Tensor
-    scores: torch.Tensor
-    batch_scores: torch.Tensor
-
-
-# --------------------------------------------------------------------------- validation
-
-
-@dataclass(frozen=True)
-class _Checked:
-    """Validated log-probs and their probabilities, exponentiated once for every score."""
-
-    log_probs_N_K_C: torch.Tensor
-    probs_N_K_C: torch.Tensor
-
-    @property
-    def K(self) -> int:
-        return self.log_probs_N_K_C.shape[1]
-
-
-def validate_log_probs(log_probs_N_K_C: torch.Tensor) -> torch.Tensor:
-    """Checks that a tensor holds normalised log-probabilities ``[N, K, C]``.
-
-    Args:
-        log_probs_N_K_C: candidate log-probabilities.
-
-    Returns:
-        The tensor, contiguous, in the dtype the scores are computed in: float64 stays
-        float64, everything else becomes float32.
-
-    Raises:
-        ValueError: wrong type or ndim, empty dimensions, NaN or infinite values, or rows whose
-            ``logsumexp`` over classes is not within tolerance of 0 (logits or probabilities
-            passed instead of log-softmax outputs).
-    """
-    return _check(log_probs_N_K_C).log_probs_N_K_C
-
-
-def _check(log_probs_N_K_C: torch.Tensor) -> _Checked:
-    if not isinstance(log_probs_N_K_C, torch.Tensor):
-        raise ValueError(f"log_probs_N_K_C must be a torch.Tensor, got {type(log_probs_N_K_C)!r}")
-    if log_probs_N_K_C.ndim != 3:
-        raise ValueError(
-            f"log_probs_N_K_C must have 3 dimensions [N, K, C], got shape "
-            f"{tuple(log_probs_N_K_C.shape)}"
-        )
-    if not log_probs_N_K_C.is_floating_point():
-        raise ValueError(f"log_probs_N_K_C must be floating point, got {log_probs_N_K_C.dtype}")
-    N, K, C = log_probs_N_K_C.shape
-    if N < 1 or K < 1 or C < 1:
-        raise ValueError(f"log_probs_N_K_C has an empty dimension: shape (N={N}, K={K}, C={C})")
-    half = log_probs_N_K_C.dtype in (torch.float16, torch.bfloat16)
-    compute_dtype = torch.float64 if log_probs_N_K_C.dtype == torch.float64 else torch.float32
-    log_probs_N_K_C = log_probs_N_K_C.to(compute_dtype).contiguous()
-    _check_finite(log_probs_N_K_C)
-    probs_N_K_C = log_probs_N_K_C.exp()
-    _check_normalised(probs_N_K_C, HALF_NORMALISATION_TOLERANCE if half else None)
-    return _Checked(log_probs_N_K_C, probs_N_K_C)
-
-
-def _check_finite(log_probs_N_K_C: torch.Tensor) -> None:
-    # A finite sum proves every term finite, at a tenth of the cost of isfinite().all().
-    if bool(torch.isfinite(log_probs_N_K_C.sum())):
-        return
-    finite = torch.isfinite(log_probs_N_K_C)
-    if bool(finite.all()):  # the sum only overflowed
-        return
-    nan = int(torch.isnan(log_probs_N_K_C).sum())
-    inf = int((~finite).sum()) - nan
-    raise ValueError(
-        f"log_probs_N_K_C contains {nan} NaN and {inf} infinite values; "
-        "log-probabilities must be finite"
-    )
-
-
-def _check_normalised(probs_N_K_C: torch.Tensor, tolerance: float | None) -> None:
-    tolerance = NORMALISATION_TOLERANCE if tolerance is None else tolerance
-    # logsumexp over C is log(sum(exp)): the exponentials are needed by the scores anyway.
-    deviation = float(probs_N_K_C.sum(dim=2).log().abs().max())
-    if not deviation <= tolerance:
-        raise ValueError(
-            "log_probs_N_K_C does not normalise over classes: logsumexp over C deviates from 0 "
-            f"by up to {deviation:.3g} (tolerance {tolerance:g}); pass log_softmax outputs, "
-            "not logits or probabilities"
-        )
-
-
-def _check_batch_size(batch_size: int) -> None:
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
-
-
-def _check_bayesian(K: int, what: str) -> None:
-    if K < 2:
-        raise ValueError(
-            f"{what} needs K >= 2 MC-dropout samples to separate model uncertainty from noise, "
-            f"got K={K}"
-        )
-
-
-# --------------------------------------------------------------------------- shared pieces
-
-
-def _mean_probs_N_C(checked: _Checked) -> torch.Tensor:
-    """The MC-averaged predictive ``mean_k p(y | x, w_k)``.
-
-    Averaged in probability space: the terms lie in [0, 1], so the mean is as accurate as a
-    logsumexp, and it is 7x cheaper over a large pool; a mean that underflows to 0 contributes
-    nothing to an entropy.
-    """
-    return checked.probs_N_K_C.mean(dim=1)
-
-
-def _entropy_N(probs_N_C: torch.Tensor) -> torch.Tensor:
-    return -torch.xlogy(probs_N_C, probs_N_C).sum(dim=1)
-
-
-def _conditional_entropy_N(checked: _Checked) -> torch.Tensor:
-    """E_w H[y | x, w]: the mean entropy of the K individual predictions."""
-    # A summation reduction, not a batched dot product: bmm's float32 accumulation is ~4x
-    # less accurate (3.6e-6 instead of 0 on uniform predictions over 10 classes).
-    nats_N = (checked.probs_N_K_C * checked.log_probs_N_K_C).sum(dim=(1, 2))
-    return -nats_N / checked.K
-
-
-def _bald_N(checked: _Checked) -> torch.Tensor:
-    return _entropy_N(_mean_probs_N_C(checked)) - _conditional_entropy_N(checked)
-
-
-def _top_k(scores_N: torch.Tensor, batch_size: int) -> Selection:
-    """Picks the b highest scores; ties go to the lower pool index (stable sort)."""
-    order_N = torch.sort(scores_N, descending=True, stable=True).indices
-    indices_b = order_N[:batch_size]
-    return Selection(
-        indices=indices_b,
-        scores=scores_N.float(),
-        batch_scores=scores_N[indices_b].float(),
-    )
-
-
-# --------------------------------------------------------------------------- scores
-
-
-def entropy_scores(log_probs_N_K_C: torch.Tensor) -> torch.Tensor:
-    """Entropy of the MC-averaged predictive distribution (max-entropy acquisition).
-
-    Args:
-        log_probs_N_K_C: log-softmax outputs, K consistent MC-dropout samples per item.
-
-    Returns:
-        ``[N]`` H[y | x, D] in nats; ``ln C`` for a uniform prediction.
-
-    Raises:
-        ValueError: if the log-probabilities are malformed (see :func:`validate_log_probs`).
-
-    References:
-        Shannon, "A Mathematical Theory of Communication", 1948; as an acquisition function:
-        Gal, Islam & Ghahramani, "Deep Bayesian Active Learning with Image Data", ICML 2017.
-    """
-    return _entropy_scores(_check(log_probs_N_K_C))
-
-
-def _entropy_scores(checked: _Checked) -> torch.Tensor:
-    return _entropy_N(_mean_probs_N_C(checked))
-
-
-def least_confidence_scores(log_probs_N_K_C: torch.Tensor) -> torch.Tensor:
-    """One minus the probability of the most likely class of the mean prediction.
-
-    Args:
-        log_probs_N_K_C: log-softmax outputs, K MC-dropout samples per item.
-
-    Returns:
-        ``[N]`` ``1 - max_c p(y=c | x, D)``, in ``[0, 1 - 1/C]``.
-
-    Raises:
-        ValueError: if the log-probabilities are malformed.
-
-    References:
-        Settles, "Active Learning Literature Survey", Univ. Wisconsin TR 1648, 2009, §3.1.
-    """
-    return _least_confidence_scores(_check(log_probs_N_K_C))
-
-
-def _least_confidence_scores(checked: _Checked) -> torch.Tensor:
-    return 1.0 - _mean_probs_N_C(checked).max(dim=1).values
-
-
-def margin_scores(log_probs_N_K_C: torch.Tensor) -> torch.Tensor:
-    """Smallest-margin acquisition on the mean prediction, as a "higher is wanted" score.
-
-    The margin is ``p(top-1) - p(top-2)`` of the MC-averaged predictive; the score is
-    ``1 - margin`` so that the item whose two best classes are closest scores highest.
-
-    Args:
-        log_probs_N_K_C: log-softmax outputs, K MC-dropout samples per item, C >= 2.
-
-    Returns:
-        ``[N]`` ``1 - (p_(1) - p_(2))`` in ``[0, 1]``.
-
-    Raises:
-        ValueError: if the log-probabilities are malformed or C < 2.
-
-    References:
-        Scheffer, Decomain & Wrobel, "Active Hidden Markov Models for Information
-        Extraction", IDA 2001.
-    """
-    return _margin_scores(_check(log_probs_N_K_C))
-
-
-def _margin_scores(checked: _Checked) -> torch.Tensor:
-    # Baal's Margin returns the raw margin p_(1) - p_(2) and ranks it ascending; 1 - margin
-    # gives the same order with "higher = more wanted" like every other score here.
-    if checked.probs_N_K_C.shape[2] < 2:
-        raise ValueError("margin needs at least C=2 classes")
-    top2_N_2 = _mean_probs_N_C(checked).topk(2, dim=1).values
-    return 1.0 - (top2_N_2[:, 0] - top2_N_2[:, 1])
-
-
-def variation_ratio_scores(log_probs_N_K_C: torch.Tensor) -> torch.Tensor:
-    """Variation ratio: how often the K MC samples disagree with their own modal class.
-
-    Args:
-        log_probs_N_K_C: log-softmax outputs, K >= 2 MC-dropout samples per item.
-
-    Returns:
-        ``[N]`` ``1 - f_mode / K`` where ``f_mode`` counts the samples voting for the mode; in
-        ``[0, 1 - 1/K]``. Scores are discrete, so :func:`select` breaks ties by pool index.
-
-    Raises:
-        ValueError: if the log-probabilities are malformed or K < 2.
-
-    References:
-        Freeman, "Elementary Applied Statistics", 1965; Gal, Islam & Ghahramani, "Deep
-        Bayesian Active Learning with Image Data", ICML 2017.
-    """
-    return _variation_ratio_scores(_check(log_probs_N_K_C))
-
-
-def _variation_ratio_scores(checked: _Checked) -> torch.Tensor:
-    log_probs_N_K_C = checked.log_probs_N_K_C
-    N, K, C = log_probs_N_K_C.shape
-    _check_bayesian(K, "variation_ratios")
-    votes_N_K = log_probs_N_K_C.argmax(dim=2)
-    counts_N_C = torch.zeros(N, C, dtype=log_probs_N_K_C.dtype, device=votes_N_K.device)
-    counts_N_C.scatter_add_(1, votes_N_K, torch.ones_like(votes_N_K, dtype=counts_N_C.dtype))
-    return 1.0 - counts_N_C.max(dim=1).values / K
-
-
-def bald_scores(log_probs_N_K_C: torch.Tensor) -> torch.Tensor:
-    """BALD: mutual information between an item's label and the model parameters.
-
-    ``I(y; w | x, D) = H[y | x, D] - E_w H[y | x, w]``: high when the samples disagree while each
-    is confident. Not clamped, so values may dip below 0 by floating-point rounding (~1e-7).
-
-    Args:
-        log_probs_N_K_C: log-softmax outputs, K >= 2 consistent MC-dropout samples per item.
-
-    Returns:
-        ``[N]`` mutual information in nats, in ``[0, ln C]``.
-
-    Raises:
-        ValueError: if the log-probabilities are malformed or K < 2.
-
-    References:
-        Houlsby, Huszár, Ghahramani & Lengyel, "Bayesian Active Learning for Classification
-        and Preference Learning", arXiv:1112.5745, 2011; Gal, Islam & Ghahramani, "Deep
-        Bayesian Active Learning with Image Data", ICML 2017.
-    """
-    return _bald_scores(_check(log_probs_N_K_C))
-
-
-def _bald_scores(checked: _Checked) -> torch.Tensor:
-    _check_bayesian(checked.K, "bald")
-    return _bald_N(checked)
-
-
-# --------------------------------------------------------------------------- batch selection
-
-
-def random_select(pool_size: int, batch_size: int, *, generator: torch.Generator) -> Selection:
-    """Uniformly random batch: the baseline every other strategy must beat.
-
-    Needs no model, so the service can call it before the first round. ``batch_size > N``
-    returns the whole pool.
-
-    Args:
-        pool_size: N, the number of pool items.
-        batch_size: b >= 1.
-        generator: the source of the noise (CPU generator).
-
-    Returns:
-        The b items with the highest uniform noise; ``scores`` is that noise.
-
-    Raises:
-        ValueError: if ``pool_size < 1`` or ``batch_size < 1``.
-
-    References:
-        Kirsch et al., "Stochastic Batch Acquisition: A Simple Baseline for Deep Active
-        Learning", TMLR 2023 (uniform sampling as a strong baseline).
-    """
-    _check_batch_size(batch_size)
-    if pool_size < 1:
-        raise ValueError(f"pool_size must be >= 1, got {pool_size}")
-    noise_N = torch.rand(pool_size, generator=generator, dtype=torch.float32)
-    return _top_k(noise_N, batch_size)
-
-
-def powerbald_select(
-    log_probs_N_K_C: torch.Tensor,
-    batch_size: int,
-    *,
-    generator: torch.Generator,
-    beta: float = 1.0,
-) -> Selection:
-    """PowerBALD: sample the batch without replacement with probability ∝ BALD^β.
-
-    Uses the Gumbel-top-k trick: ``argtopk(β log BALD + Gumbel)`` draws a sample without
-    replacement from the power distribution at the cost of a sort. Diversity comes from the
-    noise instead of a joint computation, so it costs the same as top-k BALD.
-
-    Args:
-        log_probs_N_K_C: log-softmax outputs, K >= 2 consistent MC-dropout samples.
-        batch_size: b >= 1; ``b > N`` returns the whole pool.
-        generator: source of the Gumbel noise (on the device of the log-probs).
-        beta: inverse temperature; larger values approach top-k BALD.
-
-    Returns:
-        Selection with BALD as ``scores`` and the BALD of each pick as ``batch_scores``.
-
-    Raises:
-        ValueError: malformed log-probs, K < 2, ``batch_size < 1`` or ``beta < 0``.
-
-    References:
-        Kirsch, Farquhar, Atighehchian, Jesson, Branchaud-Charron & Gal, "Stochastic Batch
-        Acquisition: A Simple Baseline for Deep Active Learning", TMLR 2023.
-    """
-    _check_batch_size(batch_size)
-    return _powerbald(_check(log_probs_N_K_C), batch_size, generator, beta)
-
-
-def _powerbald(
-    checked: _Checked, batch_size: int, generator: torch.Generator, beta: float
-) -> Selection:
-    if not beta >= 0.0:
-        raise ValueError(f"beta must be >= 0, got {beta}")
-    bald_N = _bald_scores(checked)
-    # BALD can be 0 (or -1e-7 from rounding); clamping keeps log finite so such items are
-    # still reachable, just last.
-    log_weight_N = beta * bald_N.clamp_min(_TINY).log()
-    exponential_N = torch.empty_like(bald_N).exponential_(generator=generator)
-    gumbel_N = -exponential_N.clamp_min(_TINY).log()  # -log(Exp(1)) is Gumbel(0, 1)
-    keys_N = log_weight_N + gumbel_N
-    indices_b = torch.sort(keys_N, descending=True, stable=True).indices[:batch_size]
-    return Selection(
-        indices=indices_b, scores=bald_N.float(), batch_scores=bald_N[indices_b].float()
-    )
 
 
 @dataclass
@@ -466,7 +91,7 @@ def _extend_exact(joint: _Joint, probs_K_C: torch.Tensor) -> _Joint:
     K = probs_K_C.shape[0]
     next_M_C = joint.cond_M_K @ probs_K_C / K  # p(y_new = c | config_m)
     cond_M_C_K = joint.cond_M_K[:, None, :] * probs_K_C.t()[None, :, :]
-    cond_M_C_K = cond_M_C_K / next_M_C.clamp_min(_TINY)[:, :, None]
+    cond_M_C_K = cond_M_C_K / next_M_C.clamp_min(TINY)[:, :, None]
     weights_MC = (joint.weights_M[:, None] * next_M_C).reshape(-1)
     keep = weights_MC > 0  # impossible configurations add nothing and would divide by 0
     return _Joint(cond_M_C_K.reshape(-1, K)[keep], weights_MC[keep])
@@ -482,7 +107,7 @@ def _extend_sampled(joint: _Joint, probs_K_C: torch.Tensor, generator: torch.Gen
     assert joint.source_M is not None and joint.labels_M_n is not None
     labels_M = torch.multinomial(probs_K_C[joint.source_M], 1, generator=generator).squeeze(1)
     cond_M_K = joint.cond_M_K * probs_K_C[:, labels_M].t()
-    cond_M_K = cond_M_K / cond_M_K.mean(dim=1, keepdim=True).clamp_min(_TINY)
+    cond_M_K = cond_M_K / cond_M_K.mean(dim=1, keepdim=True).clamp_min(TINY)
     labels_M_n = torch.cat([joint.labels_M_n, labels_M[:, None]], dim=1)
     return _Joint(cond_M_K, joint.weights_M, joint.source_M, labels_M_n)
 
@@ -572,12 +197,12 @@ class _Pool:
     cond_entropy_sorted_N: torch.Tensor
 
     @staticmethod
-    def sorted_by_bald(checked: _Checked) -> _Pool:
-        cond_entropy_N = _conditional_entropy_N(checked)
-        bald_N = _entropy_N(_mean_probs_N_C(checked)) - cond_entropy_N  # as _bald_N, sharing
+    def sorted_by_bald(checked: Checked) -> _Pool:
+        cond_entropy_N = conditional_entropy_N(checked)
+        bald_N = entropy_N(mean_probs_N_C(checked)) - cond_entropy_N  # as bald_N_of, sharing
         order_N = torch.sort(bald_N, descending=True, stable=True).indices
         # Clamping keeps every later log finite without a clamp pass per chunk.
-        probs_N_C_K = checked.probs_N_K_C[order_N].clamp_min_(_TINY).transpose(1, 2)
+        probs_N_C_K = checked.probs_N_K_C[order_N].clamp_min_(TINY).transpose(1, 2)
         return _Pool(
             order_N,
             probs_N_C_K.contiguous(),
@@ -649,7 +274,7 @@ def _lloyd_step(
     group_R = nearness_R_G.argmax(dim=1)
     mass_G = weights_R.new_zeros(G).index_add_(0, group_R, weights_R)
     sums_G_K = rows_R_K.new_zeros(G, K).index_add_(0, group_R, rows_R_K * weights_R[:, None])
-    means_G_K = sums_G_K / mass_G.clamp_min(_TINY)[:, None]
+    means_G_K = sums_G_K / mass_G.clamp_min(TINY)[:, None]
     return torch.where(mass_G[:, None] > 0, means_G_K, centres_G_K), mass_G
 
 
@@ -851,14 +476,19 @@ def batchbald_select(
         Kirsch, van Amersfoort & Gal, "BatchBALD: Efficient and Diverse Batch Acquisition for
         Deep Bayesian Active Learning", NeurIPS 2019.
     """
-    _check_batch_size(batch_size)
-    return _batchbald(
-        _check(log_probs_N_K_C), batch_size, generator, num_samples, exact_budget, prune=prune
+    check_batch_size(batch_size)
+    return checked_batchbald(
+        check_log_probs(log_probs_N_K_C),
+        batch_size,
+        generator,
+        num_samples,
+        exact_budget,
+        prune=prune,
     )
 
 
-def _batchbald(
-    checked: _Checked,
+def checked_batchbald(
+    checked: Checked,
     batch_size: int,
     generator: torch.Generator,
     num_samples: int,
@@ -866,7 +496,7 @@ def _batchbald(
     *,
     prune: bool = True,
 ) -> Selection:
-    _check_bayesian(checked.K, "batchbald")
+    check_bayesian(checked.K, "batchbald")
     if num_samples < 1:
         raise ValueError(f"num_samples must be >= 1, got {num_samples}")
     N, K, C = checked.probs_N_K_C.shape
@@ -914,72 +544,3 @@ def _batchbald(
         scores=pool.bald_N.float(),
         batch_scores=torch.tensor(gains, dtype=torch.float32),
     )
-
-
-# --------------------------------------------------------------------------- dispatch
-
-
-def select(
-    strategy: str,
-    log_probs_N_K_C: torch.Tensor,
-    batch_size: int,
-    *,
-    generator: torch.Generator,
-    num_samples: int = DEFAULT_NUM_SAMPLES,
-    exact_budget: int = DEFAULT_EXACT_BUDGET,
-) -> Selection:
-    """Scores the pool with ``strategy`` and picks the next batch.
-
-    Args:
-        strategy: one of :data:`STRATEGIES`.
-        log_probs_N_K_C: log-softmax outputs ``[N, K, C]``; strategies in
-            :data:`BAYESIAN_STRATEGIES` need K >= 2.
-        batch_size: b >= 1. ``batch_size > N`` is not an error: the whole pool comes back, in
-            the strategy's order.
-        generator: randomness for random, powerbald and sampled batchbald.
-        num_samples: M sampled joint configurations (batchbald).
-        exact_budget: batchbald keeps its joint exact while ``C^n * K`` is at most this.
-
-    Returns:
-        The :class:`Selection`.
-
-    Raises:
-        ValueError: unknown strategy, malformed log-probs, ``batch_size < 1`` or K < 2 with a
-            Bayesian strategy.
-
-    References:
-        See the individual score functions.
-    """
-    if strategy not in STRATEGIES:
-        raise ValueError(f"unknown strategy {strategy!r}; expected one of {', '.join(STRATEGIES)}")
-    _check_batch_size(batch_size)
-    checked = _check(log_probs_N_K_C)
-    if strategy in BAYESIAN_STRATEGIES:
-        _check_bayesian(checked.K, strategy)
-    started = time.perf_counter()
-    N = checked.log_probs_N_K_C.shape[0]
-    if strategy == "random":
-        selection = random_select(N, batch_size, generator=generator)
-    elif strategy == "batchbald":
-        selection = _batchbald(checked, batch_size, generator, num_samples, exact_budget)
-    elif strategy == "powerbald":
-        selection = _powerbald(checked, batch_size, generator, beta=1.0)
-    else:
-        selection = _top_k(_SCORERS[strategy](checked), batch_size)
-    logger.info(
-        "selected %d of %d items with %s in %.3f s",
-        selection.indices.shape[0],
-        N,
-        strategy,
-        time.perf_counter() - started,
-    )
-    return selection
-
-
-_SCORERS: dict[str, Callable[[_Checked], torch.Tensor]] = {
-    "entropy": _entropy_scores,
-    "least_confidence": _least_confidence_scores,
-    "margin": _margin_scores,
-    "variation_ratios": _variation_ratio_scores,
-    "bald": _bald_scores,
-}

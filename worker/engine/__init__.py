@@ -1,0 +1,1 @@
+"""The engine: networks, training, image decoding and acquisition; no database, no Celery."""
