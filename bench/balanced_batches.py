@@ -99,7 +99,7 @@ def run(strategy: str, sampler: str, seed: int, data: Tensors) -> Iterator[dict[
     """One active-learning run; yields a record per round until 90% or the budget."""
     labelled = balanced_initial(data.y_pool.numpy(), 2, seed)
     for round_index in range(BUDGET):
-        # Not worker.pipeline.round_seed: the committed runs used this derivation (also
+        # Not worker.round.run.round_seed: the committed runs used this derivation (also
         # independent across seeds), and the loop must reproduce them.
         round_seed = seed * 1000 + round_index
         config = TrainConfig(seed=round_seed, balanced_below=SAMPLERS[sampler])

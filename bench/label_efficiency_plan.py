@@ -13,9 +13,22 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from worker.pipeline import pid_alive
+from core.rounds import pid_alive
 
 REPO = Path(__file__).resolve().parent.parent
+# The engine files a cell's provenance fingerprints (the tree changes while the grid runs).
+ENGINE_FILES = (
+    "worker/engine/training.py",
+    "worker/engine/scores.py",
+    "worker/engine/acquisition.py",
+    "worker/engine/batchbald.py",
+    "worker/engine/networks.py",
+    "worker/round/run.py",
+    "worker/round/data.py",
+    "worker/round/model.py",
+    "worker/round/plan.py",
+    "worker/round/write.py",
+)
 OUT = REPO / "bench" / "results" / "label_efficiency"
 BUDGET = 300
 

@@ -23,7 +23,7 @@ from typing import Any
 
 from balanced_batches import OUT as ABLATION_OUT
 from balanced_batches import markdown_table
-from label_efficiency_plan import BUDGET, K_FOR, OUT, REPO, Cell
+from label_efficiency_plan import BUDGET, ENGINE_FILES, K_FOR, OUT, REPO, Cell
 from label_efficiency_probe import probe_section
 from scipy.stats import binomtest
 
@@ -385,10 +385,7 @@ def _engine_versions() -> dict[str, list[str]]:
     versions: dict[str, list[str]] = defaultdict(list)
     for path in sorted(OUT.glob("*/*/provenance.json")):
         info = json.loads(path.read_text())
-        key = " / ".join(
-            info.get(f"worker/{name}.py", "?")
-            for name in ("training", "acquisition", "pipeline", "networks")
-        )
+        key = " / ".join(info.get(name, "?") for name in ENGINE_FILES)
         versions[key].append(f"{path.parent.parent.name}/{path.parent.name}")
     return versions
 
@@ -413,8 +410,8 @@ def status_section() -> str:
     if len(engines) > 1:
         # The engine is edited while the grid runs: say which cells ran which version.
         parts.append(
-            "- engine versions (sha256 prefixes of training / acquisition / pipeline / "
-            "networks) differ between cells:\n"
+            "- engine versions (sha256 prefixes of label_efficiency_plan.ENGINE_FILES) "
+            "differ between cells:\n"
             + "\n".join(f"  - {version}: {', '.join(cells)}" for version, cells in engines.items())
         )
     correlated = [name for name in finished if not _independent_seeds(OUT / name)]

@@ -16,7 +16,7 @@ import sys
 import time
 from collections.abc import Sequence
 
-from label_efficiency_plan import REPO, Cell
+from label_efficiency_plan import ENGINE_FILES, REPO, Cell
 
 logger = logging.getLogger("label_efficiency")
 
@@ -66,17 +66,9 @@ def provenance() -> dict[str, str]:
     head = subprocess.run(
         ["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, check=False
     ).stdout.strip()
-    files = (
-        "worker/engine/training.py",
-        "worker/engine/scores.py",
-        "worker/engine/acquisition.py",
-        "worker/engine/batchbald.py",
-        "worker/pipeline.py",
-        "worker/engine/networks.py",
-    )
     digests = {
         name: hashlib.sha256((REPO / name).read_bytes()).hexdigest()[:12]
-        for name in files
+        for name in ENGINE_FILES
         if (REPO / name).exists()
     }
     return {"head": head, "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"), **digests}

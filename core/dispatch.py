@@ -8,7 +8,7 @@ Guarantees, in order:
   sends it again every few seconds until the broker takes it.
 - A message the broker accepted and then lost (a Redis restart without persistence) shows as
   a round queued long after its dispatch while a worker sits idle: sent again too.
-- Sending twice is harmless: the round's row decides what runs (worker.pipeline.claim_round).
+- Sending twice is harmless: the round's row decides what runs (core.rounds.claim_round).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from core.tables import Round, RoundStatus
 
 log = logging.getLogger(__name__)
 
-# How often a worker sweeps for rounds nobody will run (worker.pipeline.sweep_rounds): the
+# How often a worker sweeps for rounds nobody will run (core.rounds.sweep_rounds): the
 # bound on how long a round waits once the broker is back.
 SWEEP_SECONDS = 5.0
 # A round the API queued is left to the API's own send for this long before a sweep sends it.

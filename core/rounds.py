@@ -1,26 +1,55 @@
-"""The round lifecycle's shared half: when a round is due, which one is active, and opening
-one. The API (a label, "retrain now") and the worker (a follow-up, the sweep) both open
-rounds here and nowhere else.
+"""A round's life: due, open, claim, finish, fail, requeue, recover. No torch: the API opens
+rounds here, and the worker claims, fences and recovers them here (worker.round runs them).
 
-The partial unique index `uq_rounds_one_active_per_project` allows one queued or running
-round per project, so processes racing to open one cannot both succeed: the loser's INSERT
-fails and it simply carries on. A round is handed to the broker only after its row is
-committed (core.dispatch); claiming, fencing and recovery are the worker's
-(worker.pipeline).
+The database row of the round is the truth and the only lock:
+- the partial unique index `uq_rounds_one_active_per_project` allows one queued or running
+  round per project, so processes racing to open one cannot both succeed: the loser's INSERT
+  fails and it simply carries on. A round is handed to the broker only after its row is
+  committed (core.dispatch);
+- claiming moves it queued → running (attempts + 1) with a conditional UPDATE, so two
+  deliveries of one task cannot both run it;
+- the attempt number is a fencing token: every later write is `WHERE status = 'running' AND
+  attempts = <mine>` (`fenced`), so a worker that was given up on (or whose project was
+  deleted) writes nothing.
+
+A killed worker leaves its round `running`; `recover_rounds` (run when a worker starts), the
+periodic `sweep_rounds` and a redelivered task all rerun it from scratch, and give up after
+MAX_ATTEMPTS.
+
+One piece because it is one state machine over one row: opening, claiming, the fence and
+recovery each read the transitions the others make, and the guarantees above hold only
+together.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
-from sqlalchemy import bindparam, func, select
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
+from core.broker import VISIBILITY_TIMEOUT_SECONDS
 from core.db import table_of
+from core.dispatch import due_for_dispatch
+from core.report import RoundMetrics, stored
 from core.tables import ACTIVE_ROUND_STATUSES, Label, Project, Round, RoundStatus, is_current
 
 logger = logging.getLogger(__name__)
+
+MAX_ATTEMPTS = 3
+# A running round whose worker can't be checked (another host) is presumed dead after this
+# long: the broker's visibility timeout, after which Redis redelivers its message anyway.
+STALE_RUNNING_SECONDS = VISIBILITY_TIMEOUT_SECONDS
+# Hands a queued round to the broker (a RoundDispatcher's `send` in a worker process); a
+# result of False means refused. None: nothing to send to (the sweep's tests, benches).
+Send = Callable[[int], object] | None
 
 
 _ACTIVE_ROUND = (
@@ -137,3 +166,288 @@ def open_round(*, session: Session, project: Project, trigger: str) -> Round | N
         extra={"round_id": new_round.id, "project_id": project.id, "trigger": trigger},
     )
     return new_round
+
+
+# --------------------------------------------------------------------------- claim
+
+
+@dataclass(frozen=True)
+class RoundOutcome:
+    """What happened to a round: done, failed, or skipped (nothing written) and why."""
+
+    round_id: int
+    status: str
+    reason: str = ""
+    next_round_id: int | None = None
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A round this worker moved to running; `attempt` is its fencing token."""
+
+    round_id: int
+    project_id: int
+    attempt: int
+
+
+class RoundAbandoned(Exception):
+    """The round row is gone (project deleted) or no longer ours: stop and write nothing."""
+
+
+def current_worker_id() -> str:
+    """`host:pid`, recorded on a running round so a restarted worker can tell it was orphaned."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def claim_round(
+    *, session_factory: sessionmaker[Session], round_id: int, worker_id: str
+) -> Claim | RoundOutcome:
+    """Move the round to running (attempts + 1) in its own transaction, or say why not."""
+    now = datetime.now(UTC)
+    with session_factory() as session, session.begin():
+        rnd = session.get(Round, round_id)
+        if rnd is None:
+            return RoundOutcome(round_id, "skipped", "round no longer exists")
+        if rnd.status in (RoundStatus.done, RoundStatus.failed):
+            return RoundOutcome(round_id, "skipped", f"already {rnd.status.value}")
+        if rnd.status == RoundStatus.running and not owner_is_dead(rnd, now, worker_id):
+            owner = _owner(rnd)
+            return RoundOutcome(round_id, "skipped", f"running in live worker {owner}")
+        if rnd.attempts >= MAX_ATTEMPTS:
+            error = f"gave up after {rnd.attempts} attempts (worker lost each time)"
+            _finish_conditionally(session, rnd, RoundStatus.failed, error=error, now=now)
+            return RoundOutcome(round_id, "failed", error)
+        attempt = rnd.attempts + 1
+        claimed = session.execute(
+            _unchanged(rnd)
+            .values(
+                status=RoundStatus.running,
+                attempts=attempt,
+                started_at=now,
+                finished_at=None,
+                error=None,
+                metrics=stored(RoundMetrics(worker=worker_id)),
+                timings={},
+            )
+            .execution_options(synchronize_session=False)
+        )
+        if claimed.rowcount != 1:  # type: ignore[attr-defined]
+            return RoundOutcome(round_id, "skipped", "claimed by another worker")
+        return Claim(round_id, rnd.project_id, attempt)
+
+
+def _unchanged(rnd: Round) -> Any:
+    """An UPDATE of `rnd` that applies only while its status and attempts are as read."""
+    return update(Round).where(
+        Round.id == rnd.id, Round.status == rnd.status, Round.attempts == rnd.attempts
+    )
+
+
+def _finish_conditionally(
+    session: Session, rnd: Round, status: RoundStatus, *, error: str, now: datetime
+) -> None:
+    session.execute(
+        _unchanged(rnd)
+        .values(status=status, error=error, finished_at=now)
+        .execution_options(synchronize_session=False)
+    )
+
+
+# --------------------------------------------------------------------------- the fence
+
+
+def fenced(claim: Claim) -> Any:
+    """An UPDATE of the claimed round that applies only while it is still running as ours."""
+    return update(Round).where(
+        Round.id == claim.round_id,
+        Round.status == RoundStatus.running,
+        Round.attempts == claim.attempt,
+    )
+
+
+def ensure_still_ours(*, session_factory: sessionmaker[Session], claim: Claim) -> None:
+    """Stop early when the project was deleted or the round handed to another attempt."""
+    with session_factory() as session:
+        row = session.execute(
+            select(Round.status, Round.attempts).where(Round.id == claim.round_id)
+        ).one_or_none()
+    if row is None:
+        raise RoundAbandoned("round deleted (its project was deleted)")
+    if row.status != RoundStatus.running or row.attempts != claim.attempt:
+        raise RoundAbandoned(f"round is {row.status.value}, attempt {row.attempts}: not ours")
+
+
+def owner_is_dead(rnd: Round, now: datetime, me: str) -> bool:
+    """Whether the worker that marked `rnd` running is gone.
+
+    Same host: the recorded pid is this process (so a previous life of it) or no longer runs.
+    Another host: it can't be asked, so it is presumed dead once STALE_RUNNING_SECONDS have
+    passed since the round started.
+    """
+    owner = _owner(rnd) or ""
+    host, _, pid_text = owner.rpartition(":")
+    my_host, _, my_pid = me.rpartition(":")
+    if host and host == my_host and pid_text.isdigit():
+        return pid_text == my_pid or not pid_alive(int(pid_text))
+    started = rnd.started_at
+    if started is None:
+        return True
+    if started.tzinfo is None:  # SQLite hands back naive datetimes
+        started = started.replace(tzinfo=UTC)
+    return now - started > timedelta(seconds=STALE_RUNNING_SECONDS)
+
+
+def _owner(rnd: Round) -> str | None:
+    """`host:pid` of the worker that claimed the round, from its report."""
+    return RoundMetrics.model_validate(rnd.metrics or {}).worker
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie (killed, not yet reaped) still answers kill(0)
+        with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+# --------------------------------------------------------------------------- triggers
+
+
+def enqueue_follow_up(
+    *, session_factory: sessionmaker[Session], project_id: int, send: Send
+) -> int | None:
+    """Queue the next round when enough labels arrived while this one ran.
+
+    The API triggers rounds as labels arrive, but a label made while a round runs can't
+    (one active round per project), so the worker looks once its round is done. "Enough"
+    is the API's own rule (`labels_until_retrain`: current labels past the latest round's
+    watermark), so the two never disagree.
+    """
+    with session_factory() as session:
+        project = session.get(Project, project_id)
+        if project is None or labels_until_retrain(session=session, project=project) > 0:
+            return None
+        return _open_and_send(session, project, send, trigger="labels")
+
+
+def _open_and_send(session: Session, project: Project, send: Send, *, trigger: str) -> int | None:
+    rnd = open_round(session=session, project=project, trigger=trigger)
+    if rnd is None:
+        return None
+    logger.info("queued round %s for project %s (%s)", rnd.id, project.id, trigger)
+    _send(send, rnd.id)  # if the broker refuses it, the sweep sends it later
+    return rnd.id
+
+
+def _send(send: Send, round_id: int) -> bool:
+    """Hand the round to the broker; False if it refused (the next sweep tries again)."""
+    return send is None or send(round_id) is not False
+
+
+# --------------------------------------------------------------------------- recovery
+
+
+def recover_rounds(
+    *, session_factory: sessionmaker[Session], worker_id: str, send: Send
+) -> list[int]:
+    """Make sure no project is blocked by a round nobody will run; returns the rounds sent.
+
+    Run when a worker starts. Rounds left `running` by a dead worker (a previous life of
+    this process included) are put back to queued, or failed after MAX_ATTEMPTS; every
+    queued round is sent again, because its message may be gone (the SQLite broker never
+    redelivers, and a broker restart forgets). A duplicate message is harmless: the round's
+    row decides what runs.
+    """
+    return _sweep(session_factory, worker_id, send, at_start=True, running=None)
+
+
+def sweep_rounds(
+    *,
+    session_factory: sessionmaker[Session],
+    worker_id: str,
+    send: Send,
+    running: int | None,
+) -> list[int]:
+    """The periodic form of `recover_rounds`, run every few seconds beside the rounds.
+
+    Sends the queued rounds the broker never accepted, and, while this worker runs no round
+    (`running` is None), those it accepted long ago (lost: an idle worker would have
+    received them); requeues rounds whose worker died, a previous life of this process
+    included (only `running` is really ours); queues rounds that came due with none active.
+    So a broker outage delays a round by one sweep after the broker is back, and never
+    strands it. Returns the rounds the broker accepted.
+    """
+    return _sweep(session_factory, worker_id, send, at_start=False, running=running)
+
+
+def _sweep(
+    session_factory: sessionmaker[Session],
+    worker_id: str,
+    send: Send,
+    *,
+    at_start: bool,
+    running: int | None,
+) -> list[int]:
+    now = datetime.now(UTC)
+    with session_factory() as session, session.begin():
+        in_progress = session.scalars(
+            select(Round).where(Round.status == RoundStatus.running).order_by(Round.id)
+        ).all()
+        orphans = [
+            rnd.id
+            for rnd in in_progress
+            if rnd.id != running and _requeue_if_orphaned(session, rnd, now, worker_id)
+        ]
+        if at_start:
+            queued = session.scalars(
+                select(Round.id).where(Round.status == RoundStatus.queued)
+            ).all()
+        else:
+            queued = due_for_dispatch(session, now=now, include_lost=running is None)
+    sent = [round_id for round_id in sorted({*orphans, *queued}) if _send(send, round_id)]
+    sent += _trigger_pending(session_factory, send)
+    if sent:
+        logger.info("recovery sent rounds %s", sent)
+    return sent
+
+
+def _requeue_if_orphaned(session: Session, rnd: Round, now: datetime, worker_id: str) -> bool:
+    """Put a running round whose worker died back to queued; True if it was."""
+    if not owner_is_dead(rnd, now, worker_id):
+        return False
+    owner = _owner(rnd)
+    if rnd.attempts >= MAX_ATTEMPTS:
+        error = f"gave up after {rnd.attempts} attempts; last worker {owner} died"
+        _finish_conditionally(session, rnd, RoundStatus.failed, error=error, now=now)
+        return False
+    session.execute(
+        _unchanged(rnd)
+        .values(
+            status=RoundStatus.queued,
+            metrics=stored(RoundMetrics(requeued=f"worker {owner} died")),
+            # Not handed over since: any worker's sweep sends it, not only an idle one's.
+            dispatched_at=None,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    return True
+
+
+def _trigger_pending(session_factory: sessionmaker[Session], send: Send) -> list[int]:
+    """Queue a round for projects whose labels reached retrain_every with no round active."""
+    sent: list[int] = []
+    with session_factory() as session:
+        active = select(Round.project_id).where(Round.status.in_(ACTIVE_ROUND_STATUSES))
+        projects = session.scalars(select(Project).where(Project.id.not_in(active))).all()
+        for project in projects:
+            if labels_until_retrain(session=session, project=project) == 0:
+                round_id = _open_and_send(session, project, send, trigger="labels")
+                if round_id is not None:
+                    sent.append(round_id)
+    return sent

@@ -53,7 +53,7 @@ def test_the_layering_contracts_hold() -> None:
 @pytest.mark.parametrize(
     ("module", "line", "contract"),
     [
-        ("core/broken.py", "import worker.pipeline\n", "core imports neither app nor worker"),
+        ("core/broken.py", "import worker.round.run\n", "core imports neither app nor worker"),
         ("app/broken.py", "import torch\n", "app imports neither worker nor torch"),
         ("worker/broken.py", "from app import schemas\n", "worker does not import app"),
         ("simulate/broken.py", "import core.tables\n", "simulate reaches the service over"),

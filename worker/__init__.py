@@ -1,4 +1,5 @@
-"""nextlabel's worker: the Celery app, the round pipeline and everything that needs torch."""
+"""nextlabel's worker, everything that needs torch: the Celery app, one round phase by phase
+(worker.round) and the engine (worker.engine)."""
 
 import os
 

@@ -1,7 +1,7 @@
 """The worker's Celery app: the round task, a thin wrapper that takes an id and calls the
-pipeline, and the signals that recover and sweep rounds.
+round (worker.round.run), and the signals that recover and sweep rounds (core.rounds).
 
-Imported only by worker processes (worker.main), because the pipeline needs torch. One
+Imported only by worker processes (worker.main), because a round needs torch. One
 `WorkerContext` per process keeps the decoded-image cache warm between rounds.
 """
 
@@ -18,8 +18,9 @@ from celery.signals import setup_logging, worker_ready, worker_shutting_down
 from core.broker import ROUND_TASK, NextlabelCelery, enqueue_round, make_celery
 from core.dispatch import SWEEP_SECONDS, RoundDispatcher
 from core.logs import configure_logging
+from core.rounds import recover_rounds, sweep_rounds
 from core.settings import Settings
-from worker.pipeline import WorkerContext, recover_rounds, run_round, sweep_rounds
+from worker.round.run import WorkerContext, run_round
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +53,12 @@ class RoundSweeper(threading.Thread):
     def run(self) -> None:
         while not self.stopped.wait(SWEEP_SECONDS):
             try:
-                sweep_rounds(self.context, running=self.running_round)
+                sweep_rounds(
+                    session_factory=self.context.session_factory,
+                    worker_id=self.context.worker_id,
+                    send=self.context.enqueue,
+                    running=self.running_round,
+                )
             except Exception:
                 # A database hiccup: the next sweep tries again.
                 log.exception("round sweep failed")
@@ -89,7 +95,12 @@ def make_worker_app(settings: Settings) -> NextlabelCelery:
         """Requeue rounds a dead worker left running and resend queued ones
         (see recover_rounds), then start the periodic sweep."""
         try:
-            sent = recover_rounds(sweeper.context)
+            context = sweeper.context
+            sent = recover_rounds(
+                session_factory=context.session_factory,
+                worker_id=context.worker_id,
+                send=context.enqueue,
+            )
         except Exception:
             # Recovery is a courtesy to stuck projects; a worker that can't do it still works.
             log.exception("round recovery at worker start failed")

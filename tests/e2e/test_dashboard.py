@@ -23,7 +23,7 @@ from browser_support import (
 from playwright.sync_api import Page, expect
 
 from worker.engine.training import TrainConfig
-from worker.pipeline import WorkerContext, run_round
+from worker.round.run import WorkerContext, run_round
 
 pytestmark = pytest.mark.browser
 

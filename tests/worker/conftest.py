@@ -1,4 +1,4 @@
-"""Fixtures for the round pipeline, Celery and Compose tests: digits projects and databases.
+"""Fixtures for the round, Celery and Compose tests: digits projects and databases.
 
 Fixture names start with `wk_` so they never shadow the service tests' fixtures.
 """
@@ -22,7 +22,7 @@ from worker.engine.images import ImageCache
 from worker.engine.training import TrainConfig
 
 if TYPE_CHECKING:
-    from worker.pipeline import WorkerContext
+    from worker.round.run import WorkerContext
 
 
 # The machine's two cores are shared; one thread keeps timings steady and the others alive.
@@ -61,8 +61,8 @@ def wk_sent() -> Sent:
 @pytest.fixture
 def wk_context(wk_settings: Settings, wk_sent: Sent) -> Iterator[WorkerContext]:
     # Imported here, not at the top: this conftest also serves the engine's tests, which
-    # must collect even while the pipeline (or a module it needs) is being written.
-    from worker.pipeline import WorkerContext
+    # must collect even while worker.round (or a module it needs) is being written.
+    from worker.round.run import WorkerContext
 
     wk_settings.data_dir.mkdir(parents=True, exist_ok=True)
     upgrade_database(wk_settings.resolved_database_url)

@@ -1,4 +1,5 @@
-"""The round pipeline in-process, on SQLite with real digits: every phase and every edge case.
+"""A round in-process (worker.round, core.rounds) on SQLite with real digits: every phase and
+every edge case.
 
 Rows are made through the models (what the API would have written) and `run_round` is called
 directly; tests/worker/test_round_celery.py runs the same pipeline in a real Celery worker.
@@ -25,28 +26,25 @@ from round_support import (
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
+from core import rounds
+from core.rounds import MAX_ATTEMPTS, RoundOutcome
 from core.storage import LocalImageStore
 from core.tables import Item, Prediction, Project, QueueEntry, Round, RoundStatus
-from worker import pipeline
 from worker.engine.images import ImageCache, ImageSpec, ItemImage, decode_image
-from worker.pipeline import (
-    MAX_ATTEMPTS,
+from worker.round import model
+from worker.round.data import (
     NO_LABELS_NOTE,
     NO_VALIDATION_NOTE,
     POOL_USED_UP_NOTE,
-    WorkerContext,
     majority_label,
-    recover_rounds,
-    round_seed,
-    run_round,
     split_validation,
-    sweep_rounds,
 )
+from worker.round.run import WorkerContext, round_seed, run_round
 
 PHASES = {"load", "train", "evaluate", "infer", "select", "write", "total"}
 
 
-def _run(context: WorkerContext, round_id: int) -> pipeline.RoundOutcome:
+def _run(context: WorkerContext, round_id: int) -> RoundOutcome:
     return run_round(round_id, settings=context.settings, context=context)
 
 
@@ -64,16 +62,31 @@ def _predictions(session: Session, round_id: int) -> dict[int, Prediction]:
     return {row.item_id: row for row in rows}
 
 
+def recover_rounds(context: WorkerContext) -> list[int]:
+    return rounds.recover_rounds(
+        session_factory=context.session_factory, worker_id=context.worker_id, send=context.enqueue
+    )
+
+
+def sweep_rounds(context: WorkerContext, *, running: int | None) -> list[int]:
+    return rounds.sweep_rounds(
+        session_factory=context.session_factory,
+        worker_id=context.worker_id,
+        send=context.enqueue,
+        running=running,
+    )
+
+
 def _during_fit(monkeypatch: pytest.MonkeyPatch, action: Callable[[], None]) -> None:
     """Run `action` while the round trains (as another process would, mid-round)."""
-    real_fit = pipeline.fit
+    real_fit = model.fit
 
     def fit_then_act(*args: Any, **kwargs: Any) -> Any:
         report = real_fit(*args, **kwargs)
         action()
         return report
 
-    monkeypatch.setattr(pipeline, "fit", fit_then_act)
+    monkeypatch.setattr(model, "fit", fit_then_act)
 
 
 # --------------------------------------------------------------------------- a full round
@@ -395,19 +408,9 @@ def _orphan(session: Session, round_id: int, *, attempts: int, worker: str) -> N
 
 def _dead_pid() -> int:
     pid = 2**22 - 7
-    while _alive(pid):
+    while rounds.pid_alive(pid):
         pid -= 1
     return pid
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def test_a_redelivered_round_of_a_dead_worker_reruns_from_scratch(
@@ -473,7 +476,7 @@ def test_an_error_in_a_phase_marks_the_round_failed_with_the_error(
     def broken(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("CUDA out of memory (simulated)")
 
-    monkeypatch.setattr(pipeline, "mc_log_probs", broken)
+    monkeypatch.setattr(model, "mc_log_probs", broken)
     outcome = _run(wk_context, round_id)
 
     assert outcome.status == "failed"
@@ -500,7 +503,7 @@ def test_labels_made_during_a_round_count_toward_the_next_one_which_the_worker_q
         with wk_context.session_factory() as other:
             made.extend(add_labels(other, project, during))
 
-    real_fit = pipeline.fit
+    real_fit = model.fit
     _during_fit(monkeypatch, annotators_keep_labelling)
     outcome = _run(wk_context, round_id)
 
@@ -515,7 +518,7 @@ def test_labels_made_during_a_round_count_toward_the_next_one_which_the_worker_q
     assert follow_up is not None and follow_up.status == RoundStatus.queued
     assert wk_sent.ids == [outcome.next_round_id]
     # That round trains on all 15 labels; nothing arrived during it, so nothing follows.
-    monkeypatch.setattr(pipeline, "fit", real_fit)
+    monkeypatch.setattr(model, "fit", real_fit)
     second = _run(wk_context, outcome.next_round_id)
     assert second.status == "done" and second.next_round_id is None
     assert round_row(wk_session, outcome.next_round_id).labels_used == 15  # type: ignore[union-attr]
@@ -533,7 +536,14 @@ def test_a_follow_up_round_is_not_queued_twice(
     add_labels(wk_session, project, _unlabelled(project)[:3])
     api_round = queue_round(wk_session, project.project_id)  # the API triggered it first
 
-    assert pipeline.enqueue_follow_up(wk_context, project.project_id) is None
+    assert (
+        rounds.enqueue_follow_up(
+            session_factory=wk_context.session_factory,
+            project_id=project.project_id,
+            send=wk_context.enqueue,
+        )
+        is None
+    )
     active = wk_session.scalars(
         select(Round.id).where(Round.status.in_([RoundStatus.queued, RoundStatus.running]))
     ).all()

@@ -4,6 +4,10 @@ The same code runs on CUDA (TF32, optional bf16 autocast) and on the CPU. All ra
 from ``torch.Generator`` objects seeded from the caller's seed: batch order, class-balanced
 sampling and dropout masks. The global RNG is never consulted, so a round is reproducible
 whatever else the process did before.
+
+One piece because fit, evaluate and MC inference share one contract: the same network, the
+same consistent-mask MC passes, the same device and autocast rules and the same checks of
+inputs; apart, each would restate them.
 """
 
 from __future__ import annotations

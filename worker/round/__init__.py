@@ -1,0 +1,1 @@
+"""One round, phase by phase: run (the spine), data, model, plan, write."""
