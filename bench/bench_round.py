@@ -106,7 +106,7 @@ def _start_worker(
         NEXTLABEL_BROKER_URL=settings.resolved_broker_url,
         NEXTLABEL_LOG_LEVEL="WARNING",
     )
-    argv = [sys.executable, "-m", "worker.worker_main"]
+    argv = [sys.executable, "-m", "worker.main"]
     log = (data_dir / "worker.log").open("wb")
     return subprocess.Popen(argv, cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
 
