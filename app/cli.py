@@ -1,9 +1,11 @@
-"""The `nextlabel` command: serve, demo, worker, migrate, import, export, create-user, simulate."""
+"""The `nextlabel` command: serve, demo, worker, migrate, import, export, create-user,
+project create, simulate."""
 
 from __future__ import annotations
 
 import collections
 import contextlib
+import functools
 import os
 import signal
 import subprocess
@@ -16,26 +18,29 @@ from typing import Annotated, Any, TextIO, TypeVar
 import numpy as np
 import typer
 import uvicorn
+from pydantic import ValidationError
 from tqdm import tqdm
 
 from app.demo import ensure_demo, tokens_path
 from app.main import create_app
-from app.schemas import ExportFormat, SkippedFile
+from app.schemas import ExportFormat, ImportReport, ProjectCreate, ProjectSettings
 from app.services import ServiceError
 from app.services.annotators import create_annotator
 from app.services.export import export_rows, render
 from app.services.imports import (
-    Candidate,
-    ImportTotals,
+    ImportRefused,
+    Listing,
     ZipLimits,
-    batched_candidates,
-    import_batch,
-    iter_arrays,
-    iter_folder,
-    iter_zip,
+    arrays_listing,
+    folder_listing,
     open_zip,
+    plan_import,
+    write_import,
+    zip_listing,
 )
-from app.services.projects import find_project
+from app.services.manifests import LabelUse, parse_manifest
+from app.services.projects import create_project, find_project
+from core.catalog import STRATEGIES
 from core.db import make_engine, make_session_factory
 from core.logs import configure_logging
 from core.migrate import upgrade_database
@@ -112,33 +117,121 @@ def migrate() -> None:
 def import_(
     project: Annotated[str, typer.Argument(help="Project id or name.")],
     path: Annotated[Path, typer.Argument(exists=True, help="A folder, a .zip or a .npz.")],
-    split: Annotated[Split, typer.Option(help="Where the images go.")] = Split.pool,
+    split: Annotated[Split, typer.Option(help="Where images without a label go.")] = Split.pool,
+    labels_as: Annotated[
+        LabelUse | None,
+        typer.Option(
+            "--labels-as",
+            help="What labels without a split of their own become (default: labels.csv → "
+            "validation, class folders and other manifests → training).",
+        ),
+    ] = None,
+    manifest: Annotated[
+        Path | None,
+        typer.Option(
+            exists=True,
+            dir_okay=False,
+            help="A CSV or JSONL manifest (filename,label[,split]), names relative to PATH.",
+        ),
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Check everything and say what would happen.")
+    ] = False,
+    skip_problems: Annotated[
+        bool,
+        typer.Option("--skip-problems", help="Import what has no problem, skip the rest."),
+    ] = False,
 ) -> None:
-    """Import many images: a folder, a zip (labels.csv → validation) or an .npz (x, y)."""
+    """Import images and their labels: a folder or zip (class folders, labels.csv or a
+    manifest) or an .npz (x, y). Nothing is written while a label would be lost."""
     settings = _settings()
     upgrade_database(settings.resolved_database_url)
     factory = make_session_factory(make_engine(settings.resolved_database_url))
     store = LocalImageStore(settings.image_dir)
     with factory() as session:
         target = _or_exit(lambda: find_project(session=session, ref=project))
-        candidates, total = _candidates(
-            path, split=split, settings=settings, classes=target.classes
+        if path.suffix.lower() == ".npz" and labels_as is None and split == Split.validation:
+            labels_as = LabelUse.validation  # an .npz's y always labelled validation items
+        listing = _listing(
+            path, split=split, labels_as=labels_as, settings=settings, classes=target.classes
         )
-        totals = ImportTotals()
-        with tqdm(total=total, unit="img", desc=f"import → {target.name}") as bar:
-            for batch, skipped in batched_candidates(candidates):
-                totals.skipped.extend(skipped)
-                totals.add(
-                    import_batch(
-                        session=session,
-                        store=store,
-                        project=target,
-                        batch=batch,
-                        max_pixels=settings.max_image_pixels,
-                    )
+        if manifest is not None:
+            listing.manifests.append(parse_manifest(manifest.read_bytes(), name=manifest.name))
+        # Counts images only: manifests are not files to import.
+        with tqdm(total=len(listing.entries), unit="img", desc="check") as bar:
+            plan = plan_import(
+                session=session,
+                project=target,
+                listing=listing,
+                labels_as=labels_as,
+                max_pixels=settings.max_image_pixels,
+                progress=bar.update,
+            )
+        if dry_run:
+            _print_report(plan.report(dry_run=True))
+            return
+        with tqdm(total=len(plan.files), unit="img", desc=f"import → {target.name}") as bar:
+            try:
+                report = write_import(
+                    session=session,
+                    store=store,
+                    project=target,
+                    plan=plan,
+                    unlabelled_split=split,
+                    skip_problems=skip_problems,
+                    progress=bar.update,
                 )
-                bar.update(len(batch) + len(skipped))
-    _print_summary(totals)
+            except ImportRefused as refused:
+                _print_report(refused.report)
+                typer.echo(f"error: {refused}", err=True)
+                raise typer.Exit(code=1) from None
+    _print_report(report)
+
+
+project_cli = typer.Typer(help="Create projects.", no_args_is_help=True)
+cli.add_typer(project_cli, name="project")
+
+
+@project_cli.command("create")
+def project_create(
+    name: Annotated[str, typer.Argument(help="A unique name.")],
+    classes: Annotated[str, typer.Option(help="Class names, comma-separated: cat,dog,bird.")],
+    strategy: Annotated[
+        str, typer.Option(help=f"Acquisition strategy: {', '.join(STRATEGIES)}.")
+    ] = "batchbald",
+    retrain_every: Annotated[int, typer.Option(help="New labels per round.")] = 10,
+    query_size: Annotated[int, typer.Option(help="Items a round picks at once.")] = 10,
+    image_size: Annotated[int, typer.Option(help="Side images are resized to.")] = 28,
+    image_channels: Annotated[int, typer.Option(help="1: greyscale, 3: RGB.")] = 1,
+    network: Annotated[str, typer.Option(help="auto, mnist_cnn or resnet18.")] = "auto",
+) -> None:
+    """Create a project and print its id (its settings go to stderr)."""
+    fields = {
+        "name": name,
+        "classes": [c.strip() for c in classes.split(",") if c.strip()],
+        "strategy": strategy,
+        "retrain_every": retrain_every,
+        "query_size": query_size,
+        "image_size": image_size,
+        "image_channels": image_channels,
+        "network": network,
+    }
+    try:
+        data = ProjectCreate.model_validate(fields)
+    except ValidationError as exc:
+        for error in exc.errors(include_url=False):
+            where = ".".join(str(part) for part in error["loc"])
+            typer.echo(f"error: {where}: {error['msg']}", err=True)
+        raise typer.Exit(code=2) from None
+    settings = _settings()
+    upgrade_database(settings.resolved_database_url)
+    factory = make_session_factory(make_engine(settings.resolved_database_url))
+    with factory() as session:
+        created = _or_exit(lambda: create_project(session=session, data=data))
+        typer.echo(f"created project {created.id} {created.name!r}", err=True)
+        for key in ("classes", *ProjectSettings.model_fields):
+            typer.echo(f"  {key}: {getattr(created, key, None)}", err=True)
+        typer.echo(created.id)
 
 
 @cli.command()
@@ -288,11 +381,16 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
         process.wait()
 
 
-def _candidates(
-    path: Path, *, split: Split, settings: Settings, classes: list[str]
-) -> tuple[Iterator[Candidate | SkippedFile], int]:
+def _listing(
+    path: Path,
+    *,
+    split: Split,
+    labels_as: LabelUse | None,
+    settings: Settings,
+    classes: list[str],
+) -> Listing:
     if path.is_dir():
-        return iter_folder(path, split=split), sum(1 for p in path.rglob("*") if p.is_file())
+        return folder_listing(path)
     if path.suffix.lower() == ".zip":
         limits = ZipLimits(
             max_members=settings.max_zip_members,
@@ -302,35 +400,57 @@ def _candidates(
         archive: zipfile.ZipFile = _or_exit(
             lambda: open_zip(path.open("rb"), size=path.stat().st_size, limits=limits)
         )
-        return iter_zip(archive, split=split), len(archive.infolist())
+        return zip_listing(archive)
     if path.suffix.lower() == ".npz":
-        return _npz_candidates(path, split=split, classes=classes)
+        return _npz_listing(path, split=split, labels_as=labels_as, classes=classes)
     typer.echo(f"error: {path} is not a folder, .zip or .npz", err=True)
     raise typer.Exit(code=2)
 
 
-def _npz_candidates(
-    path: Path, *, split: Split, classes: list[str]
-) -> tuple[Iterator[Candidate | SkippedFile], int]:
+def _npz_listing(
+    path: Path, *, split: Split, labels_as: LabelUse | None, classes: list[str]
+) -> Listing:
+    """x's images; y's labels as --labels-as says, else (as always) only with
+    --split validation."""
     arrays = np.load(path, allow_pickle=False)
     images = arrays["x"]
     if images.dtype != np.uint8 or images.ndim not in (3, 4):
         typer.echo("error: x must be uint8 images shaped [N, H, W] or [N, H, W, C]", err=True)
         raise typer.Exit(code=2)
     labels = arrays.get("y")
+    if labels is not None and labels_as is None and split != Split.validation:
+        typer.echo("note: y is ignored; --labels-as training imports it as labels", err=True)
+        labels = None
     names = next((arrays[k] for k in ("classes", "class_names") if k in arrays), None)
     class_names = [str(n) for n in names] if names is not None else classes
-    candidates = iter_arrays(
-        images=images, labels=labels, class_names=class_names, stem=path.stem, split=split
-    )
-    return candidates, int(images.shape[0])
+    return arrays_listing(images=images, labels=labels, class_names=class_names, stem=path.stem)
 
 
-def _print_summary(totals: ImportTotals) -> None:
-    typer.echo(f"created {len(totals.created)} items, skipped {len(totals.skipped)}", err=True)
-    reasons = collections.Counter(skip.reason for skip in totals.skipped)
-    for reason, count in reasons.most_common(10):
-        typer.echo(f"  {count:6d} × {reason}", err=True)
+def _print_report(report: ImportReport) -> None:
+    """What the import found and did (or, on a dry run, would do), on stderr."""
+    echo = functools.partial(typer.echo, err=True)
+    verb = "would import" if report.dry_run else "imported"
+    echo(f"{report.images} images: {report.new_items} new, {report.unchanged} unchanged")
+    for use, counts in (("training", report.training), ("validation", report.validation)):
+        if counts:
+            listed = ", ".join(f"{label} {count}" for label, count in counts.items())
+            echo(f"  {verb} {sum(counts.values())} {use} labels: {listed}")
+    if report.unlabelled:
+        echo(f"  {verb} {report.unlabelled} without a label")
+    if not report.dry_run:
+        echo(f"created {len(report.created)} items, skipped {len(report.skipped)}")
+    elif report.skipped:
+        echo(f"would skip {len(report.skipped)}")
+    for reason, count in collections.Counter(s.reason for s in report.skipped).most_common(10):
+        echo(f"  {count:6d} × {reason}")
+    if report.problems:
+        echo(f"{len(report.problems)} problems:")
+        for problem in report.problems:
+            echo(f"  {problem.name}: {problem.reason}")
+    for note in report.notes:
+        echo(f"note: {note}")
+    if report.round_queued is not None:
+        echo(f"round {report.round_queued} queued: the labels made it due")
 
 
 @contextlib.contextmanager

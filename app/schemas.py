@@ -282,6 +282,33 @@ class UploadReport(BaseModel):
     skipped: list[SkippedFile]
 
 
+class ImportReport(UploadReport):
+    """What an import found and did (with `dry_run`: would do, and nothing was written).
+
+    `skipped`: files left out that carried no label (not images, duplicates), as always.
+    `problems`: what would lose a label (an unknown class, a manifest row naming no file, a
+    duplicate or conflicting row, a labelled file that is not an image): any of them and
+    nothing is written, unless skip_problems was given; then they are what was skipped.
+    """
+
+    dry_run: bool = False
+    images: int = Field(0, description="Images accepted (new ones and ones already here).")
+    new_items: int = Field(0, description="Images not yet in the project.")
+    training: dict[str, int] = Field(
+        default_factory=dict, description="Training labels added, per class."
+    )
+    validation: dict[str, int] = Field(
+        default_factory=dict, description="New validation items with their label, per class."
+    )
+    unlabelled: int = Field(0, description="New items without a label (the pool).")
+    unchanged: int = Field(0, description="Images already here with the same label.")
+    problems: list[SkippedFile] = Field(default_factory=list)
+    notes: list[str] = Field(default_factory=list)
+    round_queued: int | None = Field(
+        default=None, description="A round the imported labels made due, already queued."
+    )
+
+
 # --- the queue ----------------------------------------------------------------------------
 
 

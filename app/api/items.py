@@ -2,29 +2,48 @@
 
 from __future__ import annotations
 
-import itertools
+import functools
 import zipfile
-from collections.abc import Iterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, File, Query, Request, Response, UploadFile, status
 from fastapi.exceptions import RequestValidationError
 from pydantic import TypeAdapter, ValidationError
 
+from app.api.errors import ValidationErrorMessage, ValidationProblem
 from app.api.params import ItemCursor, ItemId, ProjectId
-from app.deps import API_PREFIX, AdminUser, CurrentUser, SessionDep, SettingsDep, StoreDep
+from app.api.responses import model_response
+from app.deps import (
+    API_PREFIX,
+    AdminUser,
+    CurrentUser,
+    DispatcherDep,
+    SessionDep,
+    SettingsDep,
+    StoreDep,
+)
 from app.images import sniff_media_type
 from app.schemas import (
+    ImportReport,
     ItemPage,
     ItemPublic,
     ItemStatus,
     SkippedFile,
     StoredText,
-    UploadReport,
 )
 from app.services import Invalid, NotFound
 from app.services import items as service
-from app.services.imports import Candidate, ZipLimits, import_candidates, iter_zip, open_zip
+from app.services.imports import (
+    Entry,
+    ImportRefused,
+    Listing,
+    ZipLimits,
+    open_zip,
+    plan_import,
+    write_import,
+    zip_listing,
+)
+from app.services.manifests import LabelUse, is_manifest_name, parse_manifest
 from app.services.projects import get_visible_project
 from core.settings import Settings
 
@@ -48,29 +67,74 @@ IMAGE_CACHE_HEADERS = {
 
 @router.post(
     "/projects/{project_id}/items",
-    summary="Upload images, or zips of images (a labels.csv inside marks validation items)",
+    response_model=ImportReport,
+    summary="Upload images or zips, with their labels if they have any (dry_run checks first)",
+    description="Images, zips of images, and manifests (labels.csv, labels.jsonl, "
+    "manifest.csv, manifest.jsonl: `filename,label[,split]`), loose or inside a zip. Class "
+    "folders (`cat/x.png`, optionally under `train/` or `val/`) label their files when some "
+    "folder is named after one of the project's classes. A label becomes a training label "
+    "(by the `import` account) or a validation item: the manifest row's split, else a train/ "
+    "or val/ folder, else `labels_as`, else labels.csv validates and anything else trains. "
+    "A problem that would lose a label (unknown class, a row naming no file, a duplicate "
+    "row, a labelled file that is not an image) refuses the whole upload with a 422 listing "
+    "each, unless `skip_problems`. Importing the same files and labels again changes nothing.",
     responses={413: {"description": "Upload or unpacked zip too large"}},
 )
 def upload_items(
     project_id: ProjectId,
-    files: Annotated[list[UploadFile], File(description="Images and/or .zip files.", min_length=1)],
+    files: Annotated[
+        list[UploadFile], File(description="Images, .zip files and manifests.", min_length=1)
+    ],
     session: SessionDep,
     settings: SettingsDep,
     store: StoreDep,
+    dispatcher: DispatcherDep,
     admin: AdminUser,
-) -> UploadReport:
+    dry_run: Annotated[
+        bool, Query(description="Check everything, answer what would happen, write nothing.")
+    ] = False,
+    labels_as: Annotated[
+        LabelUse | None, Query(description="What labels without a split of their own become.")
+    ] = None,
+    skip_problems: Annotated[
+        bool, Query(description="Import what has no problem; `problems` lists what was left.")
+    ] = False,
+) -> Response:
     _check_filenames(files)
     project = get_visible_project(session=session, user=admin, project_id=project_id)
     # Open (and check) every zip before importing anything: a zip bomb rejects the whole
     # request with nothing written.
-    sources = [_source(upload, settings) for upload in files]
-    return import_candidates(
+    listing = Listing()
+    for upload in files:
+        listing.extend(_listing(upload, settings))
+    plan = plan_import(
         session=session,
-        store=store,
         project=project,
-        candidates=itertools.chain.from_iterable(sources),
+        listing=listing,
+        labels_as=labels_as,
         max_pixels=settings.max_image_pixels,
     )
+    if dry_run:
+        return model_response(plan.report(dry_run=True))
+    try:
+        report = write_import(
+            session=session, store=store, project=project, plan=plan, skip_problems=skip_problems
+        )
+    except ImportRefused as refused:
+        return _refusal(refused)
+    if report.round_queued is not None:
+        dispatcher.send_soon(report.round_queued)
+    return model_response(report)
+
+
+def _refusal(refused: ImportRefused) -> Response:
+    """A 422 in the shape every 422 has, one entry per problem."""
+    problems = [
+        ValidationProblem(loc=["body", "files", problem.name], msg=problem.reason, type="import")
+        for problem in refused.report.problems
+    ]
+    message = ValidationErrorMessage(detail=str(refused), errors=problems)
+    return model_response(message, status_code=422)
 
 
 _FILENAME = TypeAdapter(StoredText)
@@ -89,12 +153,14 @@ def _check_filenames(files: list[UploadFile]) -> None:
         raise RequestValidationError(errors)
 
 
-def _source(upload: UploadFile, settings: Settings) -> Iterator[Candidate | SkippedFile]:
+def _listing(upload: UploadFile, settings: Settings) -> Listing:
     name = upload.filename or "upload"
+    if is_manifest_name(name):
+        return Listing(manifests=[parse_manifest(upload.file.read(), name=name)])
     head = upload.file.read(len(ZIP_MAGIC))
     upload.file.seek(0)
     if not (name.lower().endswith(".zip") or head == ZIP_MAGIC):
-        return _single(name, upload)
+        return Listing(entries=[Entry(name, functools.partial(_read_upload, upload))])
     upload.file.seek(0, 2)
     size = upload.file.tell()
     upload.file.seek(0)
@@ -107,12 +173,14 @@ def _source(upload: UploadFile, settings: Settings) -> Iterator[Candidate | Skip
         archive: zipfile.ZipFile = open_zip(upload.file, size=size, limits=limits)
     except Invalid as exc:
         # A broken zip is a corrupt file like any other: skipped, the rest kept.
-        return iter([SkippedFile(name=name, reason=str(exc))])
-    return iter_zip(archive)
+        return Listing(skipped=[SkippedFile(name=name, reason=str(exc))])
+    return zip_listing(archive)
 
 
-def _single(name: str, upload: UploadFile) -> Iterator[Candidate]:
-    yield Candidate(name=name, data=upload.file.read())
+def _read_upload(upload: UploadFile) -> bytes:
+    # Called twice (to check, then to store): the spooled upload is seekable.
+    upload.file.seek(0)
+    return upload.file.read()
 
 
 @router.get("/projects/{project_id}/items", summary="A page of the project's items")

@@ -138,7 +138,7 @@ def test_unreadable_zip_is_skipped_and_the_rest_kept(api: Api) -> None:
     assert "zip file cannot be read" in report["skipped"][0]["reason"]
 
 
-def test_labels_csv_with_unknown_class_skips_that_file_with_reason(api: Api) -> None:
+def test_labels_csv_with_unknown_class_refuses_then_skips_that_file_with_reason(api: Api) -> None:
     pid = api.project()["id"]
     archive = zip_bytes(
         {
@@ -147,13 +147,22 @@ def test_labels_csv_with_unknown_class_skips_that_file_with_reason(api: Api) -> 
             "labels.csv": b"a.png,cat\nb.png,unicorn\nmissing.png,dog\n",
         }
     )
-    report = api.upload(pid, [("v.zip", archive)]).json()
+    # A label would be lost: nothing is written (issue 18; tests/app/test_import_labels.py).
+    refused = api.upload(pid, [("v.zip", archive)])
+    assert refused.status_code == 422
+    assert _count_items(api) == 0
+    response = api.post(
+        f"/api/v1/projects/{pid}/items",
+        params={"skip_problems": "true"},
+        files=[("files", ("v.zip", archive, "application/zip"))],
+    )
+    report = response.json()
     assert len(report["created"]) == 1
-    reasons = {s["name"]: s["reason"] for s in report["skipped"]}
+    reasons = {s["name"]: s["reason"] for s in report["problems"]}
     assert (
         "'unicorn'" in reasons["b.png"] and "not one of the project's classes" in reasons["b.png"]
     )
-    assert "not in the zip" in reasons["missing.png"]
+    assert "not among the files imported" in reasons["missing.png"]
 
 
 def test_upload_over_size_limit_is_413(small_limit_api: Api) -> None:
