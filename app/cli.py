@@ -21,6 +21,7 @@ import uvicorn
 from pydantic import ValidationError
 from tqdm import tqdm
 
+from app.cli_checks import Refused, describe, require_database, require_free_port
 from app.demo import ensure_demo, tokens_path
 from app.main import create_app
 from app.schemas import ExportFormat, ImportReport, ProjectCreate, ProjectSettings
@@ -56,12 +57,24 @@ cli = typer.Typer(
     "it most. Settings come from NEXTLABEL_* environment variables.",
     no_args_is_help=True,
     add_completion=False,
+    # Click's own help layout: typer's rich one prints a type beside every option, `<bool>`
+    # beside flags such as --help that take no value.
+    rich_markup_mode=None,
 )
 
 # The worker is a process of its own (it imports torch; the API never imports worker/):
 # worker.main runs Celery with the one worker command line, core.broker.worker_argv.
 WORKER_COMMAND = ["-m", "worker.main"]
 
+DataDir = Annotated[
+    Path | None,
+    typer.Option(
+        "--data-dir",
+        file_okay=False,
+        help="Folder holding the database and images (default: NEXTLABEL_DATA_DIR, else "
+        "./nextlabel-data).",
+    ),
+]
 Host = Annotated[str, typer.Option(help="Interface to listen on.")]
 Port = Annotated[int, typer.Option(help="TCP port.")]
 Workers = Annotated[
@@ -75,16 +88,20 @@ Workers = Annotated[
 
 
 @cli.command()
-def serve(host: Host = "127.0.0.1", port: Port = 8000, workers: Workers = 1) -> None:
+def serve(
+    host: Host = "127.0.0.1", port: Port = 8000, workers: Workers = 1, data_dir: DataDir = None
+) -> None:
     """Run the API and web UI (plus a worker when the broker is the embedded one)."""
-    settings = _settings()
+    _refuse_on(lambda: require_free_port(host, port))
+    settings = _settings(data_dir)
     _run(settings, host=host, port=port, workers=workers)
 
 
 @cli.command()
-def demo(host: Host = "127.0.0.1", port: Port = 8000) -> None:
+def demo(host: Host = "127.0.0.1", port: Port = 8000, data_dir: DataDir = None) -> None:
     """Like serve, with a ready demo project of 5,000 handwritten digits."""
-    settings = _settings()
+    _refuse_on(lambda: require_free_port(host, port))
+    settings = _settings(data_dir)
     app = create_app(settings)
     typer.echo("Preparing the demo project (first run: about a minute)...", err=True)
     info = ensure_demo(
@@ -99,16 +116,16 @@ def demo(host: Host = "127.0.0.1", port: Port = 8000) -> None:
 
 
 @cli.command()
-def worker() -> None:
+def worker(data_dir: DataDir = None) -> None:
     """Run the round worker (Celery, queue 'gpu', one task at a time)."""
-    configure_logging(_settings())
-    os.execvpe(sys.executable, [sys.executable, *WORKER_COMMAND], _worker_env())
+    settings = _settings(data_dir)
+    os.execvpe(sys.executable, [sys.executable, *WORKER_COMMAND], _worker_env(settings))
 
 
 @cli.command()
-def migrate() -> None:
-    """Bring the database schema up to date."""
-    settings = _settings()
+def migrate(data_dir: DataDir = None) -> None:
+    """Bring the database schema up to date (creating the database if there is none)."""
+    settings = _settings(data_dir)
     upgrade_database(settings.resolved_database_url)
     typer.echo("database schema is current", err=True)
 
@@ -141,10 +158,11 @@ def import_(
         bool,
         typer.Option("--skip-problems", help="Import what has no problem, skip the rest."),
     ] = False,
+    data_dir: DataDir = None,
 ) -> None:
     """Import images and their labels: a folder or zip (class folders, labels.csv or a
     manifest) or an .npz (x, y). Nothing is written while a label would be lost."""
-    settings = _settings()
+    settings = _settings(data_dir, existing=True)
     upgrade_database(settings.resolved_database_url)
     factory = make_session_factory(make_engine(settings.resolved_database_url))
     store = LocalImageStore(settings.image_dir)
@@ -204,6 +222,7 @@ def project_create(
     image_size: Annotated[int, typer.Option(help="Side images are resized to.")] = 28,
     image_channels: Annotated[int, typer.Option(help="1: greyscale, 3: RGB.")] = 1,
     network: Annotated[str, typer.Option(help="auto, mnist_cnn or resnet18.")] = "auto",
+    data_dir: DataDir = None,
 ) -> None:
     """Create a project and print its id (its settings go to stderr)."""
     fields = {
@@ -223,7 +242,7 @@ def project_create(
             where = ".".join(str(part) for part in error["loc"])
             typer.echo(f"error: {where}: {error['msg']}", err=True)
         raise typer.Exit(code=2) from None
-    settings = _settings()
+    settings = _settings(data_dir, existing=True)
     upgrade_database(settings.resolved_database_url)
     factory = make_session_factory(make_engine(settings.resolved_database_url))
     with factory() as session:
@@ -239,9 +258,10 @@ def export(
     project: Annotated[str, typer.Argument(help="Project id or name.")],
     fmt: Annotated[ExportFormat, typer.Option("--format", help="csv, json or jsonl.")] = "csv",
     out: Annotated[Path | None, typer.Option(help="File to write (default: stdout).")] = None,
+    data_dir: DataDir = None,
 ) -> None:
     """Write the project's current labels."""
-    settings = _settings()
+    settings = _settings(data_dir, existing=True)
     factory = make_session_factory(make_engine(settings.resolved_database_url))
     with factory() as session:
         target = _or_exit(lambda: find_project(session=session, ref=project))
@@ -258,9 +278,10 @@ def create_user(
     project: Annotated[
         list[int] | None, typer.Option("--project", help="Project id to join (repeatable).")
     ] = None,
+    data_dir: DataDir = None,
 ) -> None:
     """Create a user and print their API token (shown only this once)."""
-    settings = _settings()
+    settings = _settings(data_dir, existing=True)
     upgrade_database(settings.resolved_database_url)
     factory = make_session_factory(make_engine(settings.resolved_database_url))
     with factory() as session:
@@ -307,10 +328,24 @@ def main() -> None:
 # --- helpers ------------------------------------------------------------------------------
 
 
-def _settings() -> Settings:
-    settings = get_settings()
+def _settings(data_dir: Path | None, *, existing: bool = False) -> Settings:
+    """The settings, with --data-dir over NEXTLABEL_DATA_DIR; says on stderr which data
+    directory and database the command uses. `existing`: refuse to set up a new database
+    (the command reads or changes one that should be there)."""
+    settings = get_settings() if data_dir is None else Settings(data_dir=data_dir)
     configure_logging(settings)
+    typer.echo(f"nextlabel: {describe(settings)}", err=True)
+    if existing:
+        _refuse_on(lambda: require_database(settings))
     return settings
+
+
+def _refuse_on(check: Callable[[], None]) -> None:
+    try:
+        check()
+    except Refused as refused:
+        typer.echo(f"error: {refused}", err=True)
+        raise typer.Exit(code=1) from None
 
 
 def _or_exit(action: Callable[[], T]) -> T:
@@ -330,10 +365,11 @@ def _run(
         # string): migrate once here, so they need not queue on the migration lock.
         upgrade_database(settings.resolved_database_url)
         os.environ["NEXTLABEL_MIGRATE_ON_START"] = "false"
+        os.environ["NEXTLABEL_DATA_DIR"] = str(settings.data_dir.resolve())
         target = "app.main:create_app"
     else:
         target = app or create_app(settings)
-    worker_process = _start_worker() if settings.starts_embedded_worker else None
+    worker_process = _start_worker(settings) if settings.starts_embedded_worker else None
     # Uvicorn shuts down gracefully on SIGTERM, then raises the signal again; with the
     # default handler that would kill this process before the worker is stopped.
     previous = signal.signal(signal.SIGTERM, _exit_on_signal)
@@ -360,16 +396,29 @@ def _exit_on_signal(signum: int, _frame: object) -> None:
     raise SystemExit(128 + signum)
 
 
-def _worker_env() -> dict[str, str]:
+def _worker_env(settings: Settings) -> dict[str, str]:
     env = dict(os.environ)
+    env["NEXTLABEL_DATA_DIR"] = str(settings.data_dir.resolve())
     # `python -m worker.main` must find this checkout.
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
     return env
 
 
-def _start_worker() -> subprocess.Popen[bytes]:
+# Celery warns on every start as root ("You're running the worker with superuser
+# privileges") and suggests --uid. The embedded worker is a child of `serve`: it runs as the
+# same user as the API beside it, so the warning only adds noise. It stays for `nextlabel
+# worker`, which an operator could run as another user. A worker that accepts pickle as root
+# is refused by Celery with an error, which no warning filter hides.
+_ROOT_WARNING_FILTER = "ignore:You're running the worker with superuser privileges"
+
+
+def _start_worker(settings: Settings) -> subprocess.Popen[bytes]:
     typer.echo("starting the embedded round worker", err=True)
-    return subprocess.Popen([sys.executable, *WORKER_COMMAND], env=_worker_env())
+    env = _worker_env(settings)
+    env["PYTHONWARNINGS"] = ",".join(
+        filter(None, [env.get("PYTHONWARNINGS"), _ROOT_WARNING_FILTER])
+    )
+    return subprocess.Popen([sys.executable, *WORKER_COMMAND], env=env)
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:
