@@ -183,6 +183,9 @@ class AnnotatorCreated(AnnotatorPublic):
 
 
 class ProjectSettings(RequestModel):
+    # A field the API does not know is a 422 naming it, never accepted and ignored.
+    model_config = ConfigDict(extra="forbid")
+
     strategy: Strategy = "batchbald"
     query_size: int = Field(10, ge=1, le=1000, description="Acquisition batch size b.")
     retrain_every: int = Field(10, ge=1, le=100_000, description="New labels per round.")
@@ -190,8 +193,10 @@ class ProjectSettings(RequestModel):
         None, ge=1, le=100_000, description="Items a round queues; default 2 × retrain_every."
     )
     mc_samples: int = Field(20, ge=1, le=1000, description="K stochastic forward passes.")
-    image_size: int = Field(28, ge=8, le=512)
-    image_channels: Literal[1, 3] = 1
+    image_size: int = Field(
+        28, ge=8, le=512, description="Side in pixels images are resized to for the model."
+    )
+    image_channels: Literal[1, 3] = Field(1, description="1: greyscale, 3: RGB.")
     network: Network = "auto"
     seed: StoredInt = 0
 
@@ -214,12 +219,18 @@ class ProjectCreate(ProjectSettings):
 
 
 class ProjectUpdate(RequestModel):
+    """Changed settings apply from the next round; an unknown field is a 422."""
+
+    model_config = ConfigDict(extra="forbid")
+
     name: ProjectName | None = None
     strategy: Strategy | None = None
     query_size: int | None = Field(None, ge=1, le=1000)
     retrain_every: int | None = Field(None, ge=1, le=100_000)
     queue_size: int | None = Field(None, ge=1, le=100_000)
     mc_samples: int | None = Field(None, ge=1, le=1000)
+    image_size: int | None = Field(None, ge=8, le=512)
+    image_channels: Literal[1, 3] | None = None
     network: Network | None = None
 
 
@@ -370,6 +381,10 @@ class QueueEntryPublic(ORMModel):
 class RoundPublic(ORMModel):
     id: int
     project_id: int
+    number: int = Field(
+        description="The round's number within its project: 1, 2, 3… (`id` counts across "
+        "every project). What people are shown."
+    )
     status: RoundStatus
     trigger: str
     strategy: str
@@ -404,6 +419,7 @@ class AnnotatorCount(BaseModel):
 
 class CurvePoint(BaseModel):
     round_id: int
+    round_number: int = Field(description="The round's number within its project.")
     labels_used: int
     accuracy: float | None
     nll: float | None
@@ -412,10 +428,12 @@ class CurvePoint(BaseModel):
 
 class QueueFreshness(BaseModel):
     round_id: int | None = Field(description="The completed round whose queue is served now.")
+    round_number: int | None = Field(description="That round's number within the project.")
     labels_since_round: int = Field(description="Labels made since that round started.")
     labels_until_retrain: int
     retrain_every: int
     active_round_id: int | None
+    active_round_number: int | None = Field(description="Its number within the project.")
     active_round_status: RoundStatus | None
     active_round_waiting_for_broker: bool = Field(
         False,

@@ -16,8 +16,7 @@ router = APIRouter(prefix=API_PREFIX, tags=["rounds"])
 @router.get("/projects/{project_id}/rounds", summary="The project's rounds, newest first")
 def list_rounds(project_id: ProjectId, session: SessionDep, user: CurrentUser) -> list[RoundPublic]:
     get_visible_project(session=session, user=user, project_id=project_id)
-    rounds = service.list_rounds(session=session, project_id=project_id)
-    return [RoundPublic.model_validate(found) for found in rounds]
+    return service.list_rounds(session=session, project_id=project_id)
 
 
 @router.post(
@@ -36,7 +35,7 @@ def start_round(
     requested = service.request_round(session=session, project=project)
     if requested.send:
         dispatcher.send_soon(requested.round.id)
-    return RoundPublic.model_validate(requested.round)
+    return service.numbered(session=session, found=requested.round)
 
 
 @router.get("/rounds/{round_id}", summary="One round, with the queue it built")

@@ -17,6 +17,7 @@ from app.schemas import (
 )
 from app.services.projects import project_counts
 from app.services.queue import latest_done_round
+from app.services.rounds import round_number, round_numbers
 from core.report import RoundMetrics
 from core.rounds import active_round, labels_since, labels_until_retrain
 from core.tables import (
@@ -48,12 +49,13 @@ def project_metrics(*, session: Session, project: Project) -> ProjectMetrics:
         .where(Round.project_id == project.id, Round.status == RoundStatus.done)
         .order_by(Round.id)
     ).all()
+    numbers = round_numbers(session=session, project_id=project.id)
     return ProjectMetrics(
         project_id=project.id,
         totals=project_counts(session=session, project_id=project.id),
         label_counts=label_counts(session=session, project=project),
         annotators=annotator_counts(session=session, project_id=project.id),
-        learning_curve=[curve_point(r) for r in done_rounds],
+        learning_curve=[curve_point(r, number=numbers[r.id]) for r in done_rounds],
         queue=queue_freshness(session=session, project=project),
         validation=validation_summary(
             session=session,
@@ -109,10 +111,11 @@ def annotator_counts(*, session: Session, project_id: int) -> list[AnnotatorCoun
     ]
 
 
-def curve_point(done: Round) -> CurvePoint:
+def curve_point(done: Round, *, number: int) -> CurvePoint:
     metrics = RoundMetrics.model_validate(done.metrics or {})
     return CurvePoint(
         round_id=done.id,
+        round_number=number,
         labels_used=done.labels_used,
         accuracy=_number(metrics.accuracy),
         nll=_number(metrics.nll),
@@ -148,6 +151,7 @@ def queue_freshness(*, session: Session, project: Project) -> QueueFreshness:
     )
     return QueueFreshness(
         round_id=done.id if done is not None else None,
+        round_number=round_number(session=session, found=done) if done is not None else None,
         labels_since_round=labels_since(
             session=session,
             project_id=project.id,
@@ -156,6 +160,9 @@ def queue_freshness(*, session: Session, project: Project) -> QueueFreshness:
         labels_until_retrain=labels_until_retrain(session=session, project=project),
         retrain_every=project.retrain_every,
         active_round_id=active.id if active is not None else None,
+        active_round_number=round_number(session=session, found=active)
+        if active is not None
+        else None,
         active_round_status=active.status if active is not None else None,
         active_round_waiting_for_broker=active is not None
         and active.status == RoundStatus.queued

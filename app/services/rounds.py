@@ -1,15 +1,18 @@
 """Rounds as the API shows them: "retrain now", the list, one round with its queue.
 
 When a round is due and opening one live in core.rounds, shared with the worker.
+
+Round ids count across every project; people are shown a round's `number` within its
+project (1, 2, 3…), computed here in the query from the ids (rounds are deleted only with
+their project, so a number never changes).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from app.schemas import QueueEntryPublic, RoundDetail, RoundPublic
@@ -56,10 +59,37 @@ def _not_recently_dispatched(queued: Round) -> bool:
     return utcnow() - sent > timedelta(seconds=LOST_AFTER_SECONDS)
 
 
-def list_rounds(*, session: Session, project_id: int) -> Sequence[Round]:
-    return session.scalars(
-        select(Round).where(Round.project_id == project_id).order_by(Round.id.desc())
+def list_rounds(*, session: Session, project_id: int) -> list[RoundPublic]:
+    """The project's rounds, newest first, each with its number."""
+    number = func.row_number().over(order_by=Round.id)
+    rows = session.execute(
+        select(Round, number).where(Round.project_id == project_id).order_by(Round.id.desc())
     ).all()
+    return [round_public(found, number=n) for found, n in rows]
+
+
+def round_numbers(*, session: Session, project_id: int) -> dict[int, int]:
+    """Round id → its number within the project."""
+    number = func.row_number().over(order_by=Round.id)
+    rows = session.execute(select(Round.id, number).where(Round.project_id == project_id))
+    return {round_id: n for round_id, n in rows}
+
+
+def round_number(*, session: Session, found: Round) -> int:
+    """One round's number within its project: how many of its rounds are not newer."""
+    count = session.scalar(
+        select(func.count()).where(Round.project_id == found.project_id, Round.id <= found.id)
+    )
+    return int(count or 0)
+
+
+def round_public(found: Round, *, number: int) -> RoundPublic:
+    fields = {name: getattr(found, name) for name in RoundPublic.model_fields if name != "number"}
+    return RoundPublic.model_validate({**fields, "number": number})
+
+
+def numbered(*, session: Session, found: Round) -> RoundPublic:
+    return round_public(found, number=round_number(session=session, found=found))
 
 
 def get_round(*, session: Session, round_id: int, project_ids: set[int] | None) -> Round:
@@ -88,4 +118,5 @@ def round_detail(*, session: Session, found: Round) -> RoundDetail:
         )
         for entry, filename, label_count in rows
     ]
-    return RoundDetail(**RoundPublic.model_validate(found).model_dump(), queue=queue)
+    public = numbered(session=session, found=found)
+    return RoundDetail(**public.model_dump(), queue=queue)
