@@ -12,7 +12,7 @@ import { renderAnnotators, renderClassCounts } from "./dashboard/counts.js";
 import { bindCreateProject, focusCreateProject } from "./dashboard/create-project.js";
 import { LearningCurve } from "./dashboard/curve.js";
 import { bindExport } from "./dashboard/export.js";
-import { renderHead, setTitle, showNoProject } from "./dashboard/head.js";
+import { renderEmptyProject, renderHead, setTitle, showNoProject } from "./dashboard/head.js";
 import { Members } from "./dashboard/members.js";
 import { QueuePanel } from "./dashboard/queue.js";
 import { bindRetrain, renderRetrain } from "./dashboard/retrain.js";
@@ -76,7 +76,8 @@ class Dashboard {
       ]);
       this.project = project;
       renderHead(project);
-      renderRetrain(metrics.queue);
+      renderEmptyProject(this.root, project, metrics);
+      renderRetrain(metrics);
       renderTiles(metrics);
       this.curve.render(metrics);
       renderClassCounts(project, metrics);

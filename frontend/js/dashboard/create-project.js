@@ -1,5 +1,5 @@
 // The "New project" panel and the head's "New project" button that scrolls to it: the form
-// creates the project and opens its dashboard.
+// creates the project (name, classes, image size and colour) and opens its dashboard.
 
 import * as api from "../api.js";
 import * as session from "../session.js";
@@ -30,8 +30,21 @@ export function bindCreateProject() {
       form.elements.classes.focus();
       return;
     }
+    const size = form.elements.image_size;
+    const imageSize = Number(size.value);
+    if (!Number.isInteger(imageSize) || imageSize < Number(size.min) || imageSize > Number(size.max)) {
+      error.textContent = `Image size must be a whole number from ${size.min} to ${size.max}.`;
+      size.focus();
+      return;
+    }
+    const imageChannels = Number(form.elements.image_channels.value);
     try {
-      const project = await api.post("/projects", { name, classes });
+      const project = await api.post("/projects", {
+        name,
+        classes,
+        image_size: imageSize,
+        image_channels: imageChannels,
+      });
       session.rememberProject(project.id);
       location.assign(`/dashboard?project=${project.id}`);
     } catch (failure) {

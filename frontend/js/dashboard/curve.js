@@ -44,7 +44,7 @@ function renderTable(points) {
       el(
         "tr",
         {},
-        el("td", {}, point.round_id),
+        el("td", {}, point.round_number),
         el("td", {}, point.labels_used),
         el("td", {}, fmtPct(point.accuracy)),
         el("td", {}, fmtNum(point.nll)),

@@ -17,6 +17,22 @@ async function pool(jobs, limit) {
   await Promise.all(workers);
 }
 
+/** A score in at most 7 characters, so it fits its tile: 0.42, 17, 1.2e5, 2.5e-7. */
+function compactScore(score) {
+  const size = Math.abs(score);
+  if (size !== 0 && (size >= 1000 || size < 0.01)) return score.toExponential(1).replace("e+", "e");
+  return fmtNum(score, 2);
+}
+
+/** What the panel says before the first model has queued anything. */
+function emptyText(queue) {
+  const first = "Until the first model is trained, images are served in random order.";
+  if (queue.active_round_id !== null && ["queued", "running"].includes(queue.active_round_status)) {
+    return `Round ${queue.active_round_number} is ${queue.active_round_status}: when it finishes, its model fills this queue. ${first}`;
+  }
+  return `The queue is filled by the first completed round. ${first}`;
+}
+
 export class QueuePanel {
   roundId = null;
   figures = new Map(); // item id → <figure>
@@ -29,11 +45,12 @@ export class QueuePanel {
     $("#queue-empty").hidden = roundId !== null;
     if (roundId === null) {
       note.textContent = "";
+      $("#queue-empty").textContent = emptyText(queue);
       return;
     }
     const detail = await api.get(`/rounds/${roundId}`);
     const entries = [...detail.queue].sort((a, b) => a.rank - b.rank);
-    note.textContent = `Round ${roundId} · ${strategyName(detail.strategy)} · ${plural(entries.length, "item")} · ${fmtInt(queue.queue_remaining)} left to label`;
+    note.textContent = `Round ${queue.round_number} · ${strategyName(detail.strategy)} · ${plural(entries.length, "item")} · ${fmtInt(queue.queue_remaining)} left to label`;
     if (roundId !== this.roundId) {
       this.roundId = roundId;
       this.build(entries.slice(0, QUEUE_SHOWN));
@@ -61,7 +78,11 @@ export class QueuePanel {
           "figcaption",
           {},
           el("span", { class: "muted" }, `#${entry.rank + 1}`),
-          el("span", { class: "score", title: `${strategyName(entry.strategy)} score` }, fmtNum(entry.score)),
+          el(
+            "span",
+            { class: "score", title: `${strategyName(entry.strategy)} score ${entry.score}` },
+            compactScore(entry.score),
+          ),
         ),
       );
       this.figures.set(entry.item_id, figure);

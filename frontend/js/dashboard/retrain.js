@@ -1,5 +1,6 @@
 // The "Retrain now" button: it starts a round, and while a round is queued or running it is
-// disabled and says which round.
+// disabled and says which round. Until the project has a label there is nothing to train on,
+// and it is disabled with the reason in its title.
 
 import * as api from "../api.js";
 import { $, toast } from "../ui.js";
@@ -15,7 +16,7 @@ export function bindRetrain(board) {
     button.disabled = true;
     try {
       const round = await api.post(`/projects/${board.pid}/rounds`);
-      toast(`Round ${round.id} queued: the worker will train a new model.`, "success");
+      toast(`Round ${round.number} queued: the worker will train a new model.`, "success");
     } catch (error) {
       toast(
         error instanceof api.ApiError && error.status === 409
@@ -29,11 +30,19 @@ export function bindRetrain(board) {
   });
 }
 
-export function renderRetrain(queue) {
+/** Whether the project has a label to train on. */
+export function hasLabels(metrics) {
+  return Object.values(metrics.label_counts).some((count) => count > 0);
+}
+
+export function renderRetrain(metrics) {
   const retrain = $("#retrain");
+  const queue = metrics.queue;
   const active = roundActive(queue);
-  retrain.disabled = active;
+  const labelled = hasLabels(metrics);
+  retrain.disabled = active || !labelled;
   retrain.textContent = active
-    ? `Round ${queue.active_round_id} ${queue.active_round_status}…`
+    ? `Round ${queue.active_round_number} ${queue.active_round_status}…`
     : "Retrain now";
+  retrain.title = labelled ? "" : "Nothing to train on yet: label at least one image first.";
 }

@@ -1,5 +1,6 @@
-// The rounds panel: one row per round, newest first, with its status, scores and a bar of
-// how long each phase took (the phase legend above the table is drawn here too).
+// The rounds panel: one row per round, newest first, with its number in the project, status,
+// scores and a bar of how long each phase took (the phase legend above the table is drawn
+// here too). On a narrow screen the table scrolls sideways inside its panel, and says so.
 
 import { $, el, fmtInt, fmtNum, fmtPct, fmtSeconds, fmtTime, phases, strategyName } from "../ui.js";
 
@@ -29,6 +30,21 @@ export function renderRounds(project, rounds) {
     }
   }
   $("#rounds tbody").replaceChildren(...rows);
+  markOverflow();
+}
+
+let watched = false;
+
+/** Mark the table's box when it is wider than the screen: a shadow and a hint say so. */
+function markOverflow() {
+  const wrap = $("#rounds-wrap");
+  const overflowing = wrap.scrollWidth > wrap.clientWidth + 1;
+  wrap.toggleAttribute("data-overflowing", overflowing);
+  $("#rounds-hint").hidden = !overflowing;
+  if (!watched) {
+    watched = true;
+    new ResizeObserver(markOverflow).observe(wrap);
+  }
 }
 
 function roundRow(round) {
@@ -36,7 +52,7 @@ function roundRow(round) {
   return el(
     "tr",
     { dataset: { round: round.id, status: round.status } },
-    el("td", {}, `#${round.id}`),
+    el("td", { title: `round id ${round.id}` }, `#${round.number}`),
     el("td", {}, el("span", { class: "badge", dataset: { status: round.status } }, round.status)),
     el("td", {}, round.trigger),
     el("td", {}, strategyName(round.strategy)),
@@ -44,8 +60,17 @@ function roundRow(round) {
     el("td", { class: "num" }, typeof metrics.accuracy === "number" ? fmtPct(metrics.accuracy) : "–"),
     el("td", { class: "num" }, typeof metrics.nll === "number" ? fmtNum(metrics.nll) : "–"),
     el("td", {}, phaseCell(round.timings || {})),
-    el("td", { class: "muted" }, fmtTime(round.finished_at || round.started_at || round.created_at)),
+    finishedCell(round),
   );
+}
+
+/** When the round finished; a round still queued or running has no such time yet. */
+function finishedCell(round) {
+  if (round.finished_at) return el("td", { class: "muted" }, fmtTime(round.finished_at));
+  const since = round.started_at
+    ? `started ${fmtTime(round.started_at)}`
+    : `queued ${fmtTime(round.created_at)}`;
+  return el("td", { class: "muted", title: since }, "–");
 }
 
 function phaseCell(timings) {

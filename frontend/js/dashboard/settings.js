@@ -1,11 +1,13 @@
-// The settings form: strategy, query size, retrain interval and MC samples. It is filled
+// The settings form: strategy, query size, retrain interval, MC samples and the image size
+// and colour the model reads (from the next round; decoded images are cached per size and
+// colour, so a change never reuses old decodes). It is filled
 // from the project, checked against the inputs' own min and max, and saved with PATCH; the
 // saved project becomes the dashboard's project.
 
 import * as api from "../api.js";
 import { $, el, strategies, toast } from "../ui.js";
 
-const NUMBERS = ["query_size", "retrain_every", "mc_samples"];
+const NUMBERS = ["query_size", "retrain_every", "mc_samples", "image_size"];
 
 export function fillSettings(project) {
   const form = $("#settings");
@@ -14,6 +16,7 @@ export function fillSettings(project) {
   );
   form.strategy.value = project.strategy;
   for (const name of NUMBERS) form[name].value = project[name];
+  form.image_channels.value = String(project.image_channels);
 }
 
 export function bindSettings(board) {
@@ -22,7 +25,7 @@ export function bindSettings(board) {
     event.preventDefault();
     const error = $("#settings-error");
     error.textContent = "";
-    const body = { strategy: form.strategy.value };
+    const body = { strategy: form.strategy.value, image_channels: Number(form.image_channels.value) };
     for (const name of NUMBERS) {
       const input = form[name];
       const value = Number(input.value);

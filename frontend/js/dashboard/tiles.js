@@ -1,4 +1,6 @@
-// The four summary tiles: images, labelled, current model and next retrain.
+// The four summary tiles: images, labelled, current model and next retrain. The model tile
+// names the round whose queue is being served (metrics.queue.round_number), the same round
+// the queue panel shows, so the two never disagree.
 
 import { $, fmtInt, fmtNum, fmtPct, plural } from "../ui.js";
 import { roundActive } from "./retrain.js";
@@ -11,29 +13,41 @@ export function renderTiles(metrics) {
   $("#tile-labelled-sub").textContent = totals.pool
     ? `${fmtPct(totals.labelled / totals.pool)} of the pool`
     : "no pool images yet";
-  renderModelTile(metrics.learning_curve.at(-1));
-  renderRetrainTile(metrics.queue);
+  const queue = metrics.queue;
+  renderModelTile(
+    metrics.learning_curve.find((point) => point.round_id === queue.round_id),
+    queue,
+  );
+  renderRetrainTile(metrics);
 }
 
-function renderModelTile(last) {
-  if (last) {
-    $("#tile-model").textContent = last.accuracy === null ? `Round ${last.round_id}` : fmtPct(last.accuracy);
+function renderModelTile(current, queue) {
+  if (current) {
+    const round = `round ${current.round_number}`;
+    $("#tile-model").textContent = current.accuracy === null ? `Round ${current.round_number}` : fmtPct(current.accuracy);
     $("#tile-model-sub").textContent =
-      last.accuracy === null
-        ? "no validation accuracy"
-        : `round ${last.round_id} · NLL ${fmtNum(last.nll)} · ${plural(last.labels_used, "label")}`;
+      current.accuracy === null
+        ? `${round} · no validation accuracy`
+        : `${round} · NLL ${fmtNum(current.nll)} · ${plural(current.labels_used, "label")}`;
+  } else if (roundActive(queue)) {
+    $("#tile-model").textContent = queue.active_round_status === "running" ? "Training" : "Queued";
+    $("#tile-model-sub").textContent = `the first model, round ${queue.active_round_number}; random order until then`;
   } else {
     $("#tile-model").textContent = "None yet";
     $("#tile-model-sub").textContent = "random order until the first round";
   }
 }
 
-function renderRetrainTile(queue) {
-  if (roundActive(queue)) {
+function renderRetrainTile(metrics) {
+  const queue = metrics.queue;
+  if (metrics.totals.pool === 0) {
+    $("#tile-retrain").textContent = "No images";
+    $("#tile-retrain-sub").textContent = "add images to the pool to start";
+  } else if (roundActive(queue)) {
     $("#tile-retrain").textContent = queue.active_round_status === "running" ? "Training" : "Queued";
     $("#tile-retrain-sub").textContent = queue.active_round_waiting_for_broker
-      ? `round ${queue.active_round_id} · waiting for the task broker`
-      : `round ${queue.active_round_id}`;
+      ? `round ${queue.active_round_number} · waiting for the task broker`
+      : `round ${queue.active_round_number}`;
   } else if (queue.pool_exhausted) {
     $("#tile-retrain").textContent = "Pool done";
     $("#tile-retrain-sub").textContent = "every pool image is labelled";
