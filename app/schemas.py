@@ -132,13 +132,16 @@ class RequestModel(BaseModel):
     @classmethod
     def _json_types_only(cls, value: Any, info: ValidationInfo) -> Any:
         field = cls.model_fields[info.field_name or ""]
-        if isinstance(value, bool) or (
+        if _takes_bool(field.annotation):
+            if value is None or isinstance(value, bool):
+                return value
+        elif not isinstance(value, bool) and not (
             isinstance(value, str) and not _takes_text(field.annotation)
         ):
-            raise PydanticCustomError(
-                "json_type", "must be a {expected}, not {given}", _type_names(field, value)
-            )
-        return value
+            return value
+        raise PydanticCustomError(
+            "json_type", "must be {expected}, not {given}", _type_names(field, value)
+        )
 
 
 def _takes_text(annotation: Any) -> bool:
@@ -149,9 +152,23 @@ def _takes_text(annotation: Any) -> bool:
     return any(_takes_text(arg) for arg in get_args(annotation))
 
 
+def _takes_bool(annotation: Any) -> bool:
+    if annotation is bool:
+        return True
+    return get_origin(annotation) is not Literal and any(
+        _takes_bool(arg) for arg in get_args(annotation)
+    )
+
+
 def _type_names(field: Any, value: Any) -> dict[str, str]:
-    expected = "string" if _takes_text(field.annotation) else "number"
-    given = "true/false" if isinstance(value, bool) else "a string"
+    if _takes_bool(field.annotation):
+        expected = "true or false"
+    else:
+        expected = "a string" if _takes_text(field.annotation) else "a number"
+    if isinstance(value, bool):
+        given = "true/false"
+    else:
+        given = "a string" if isinstance(value, str) else "a number"
     return {"expected": expected, "given": given}
 
 
@@ -182,6 +199,29 @@ class AnnotatorCreated(AnnotatorPublic):
 # --- projects -----------------------------------------------------------------------------
 
 
+Hotkey = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=1),
+    Field(description="One character, matched without case: 'A' and 'a' are one key."),
+]
+HotkeyMap = Annotated[
+    dict[ClassName, Hotkey],
+    Field(
+        max_length=1000,
+        json_schema_extra={
+            "propertyNames": {
+                "minLength": 1,
+                "maxLength": LABEL_LENGTH,
+                "pattern": _CLASS_PATTERN,
+            }
+        },
+        description="Class name → the key that labels it on the labelling page. One "
+        "character each, no two alike, not Space or 's' (skip). Classes left out get keys "
+        "automatically; see `effective_hotkeys` in the project.",
+    ),
+]
+
+
 class ProjectSettings(RequestModel):
     # A field the API does not know is a 422 naming it, never accepted and ignored.
     model_config = ConfigDict(extra="forbid")
@@ -199,6 +239,10 @@ class ProjectSettings(RequestModel):
     image_channels: Literal[1, 3] = Field(1, description="1: greyscale, 3: RGB.")
     network: Network = "auto"
     seed: StoredInt = 0
+    hotkeys: HotkeyMap = {}
+    show_filenames: bool = Field(
+        False, description="Show annotators items' file names (they may give the answer away)."
+    )
 
 
 class ProjectCreate(ProjectSettings):
@@ -232,6 +276,10 @@ class ProjectUpdate(RequestModel):
     image_size: int | None = Field(None, ge=8, le=512)
     image_channels: Literal[1, 3] | None = None
     network: Network | None = None
+    hotkeys: HotkeyMap | None = Field(
+        None, description="Replaces the keys an admin set; {} returns every class to automatic."
+    )
+    show_filenames: bool | None = None
 
 
 class ProjectCounts(BaseModel):
@@ -255,6 +303,12 @@ class ProjectPublic(ORMModel):
     image_channels: int
     network: str
     seed: int
+    hotkeys: dict[str, str] = Field(description="The keys an admin set, class → key.")
+    effective_hotkeys: dict[str, str] = Field(
+        description="Class → key for every class that has one: the admin's keys, then a "
+        "one-character class name's own key, then 1–9, 0, a–z in class order."
+    )
+    show_filenames: bool
     created_at: UtcDatetime
     counts: ProjectCounts | None = None
 
@@ -323,18 +377,39 @@ class ImportReport(UploadReport):
 # --- the queue ----------------------------------------------------------------------------
 
 
+class ServedItem(ItemPublic):
+    filename: str | None = Field(  # type: ignore[assignment]
+        description="Null for annotators unless the project's `show_filenames` is on: a file "
+        "name can give the answer away. Admins always get it."
+    )
+
+
+class ClassProbability(BaseModel):
+    label: str
+    probability: float
+
+
 class PredictionPublic(BaseModel):
     label: str
     confidence: float
     probabilities: dict[str, float]
+    top: list[ClassProbability] = Field(
+        description="The two most probable classes, most probable first."
+    )
     round_id: int
 
 
 class NextItem(BaseModel):
-    item: ItemPublic
+    item: ServedItem
     rank: int | None = Field(description="Position in the round's queue; null outside it.")
     score: float | None = Field(description="The round's acquisition score for this item.")
+    score_percentile: float | None = Field(
+        description="Where the item's score in its round (the per-item score that orders "
+        "the pool) falls among every pool item that round scored, 0–100: 99 means higher "
+        "than 99% of them. Null without a round."
+    )
     strategy: str = Field(description="Why it was chosen: a strategy name, or 'random'.")
+    reason: str = Field(description="Why it was chosen, in plain words.")
     round_id: int | None
     prediction: PredictionPublic | None
     lease_expires_at: UtcDatetime

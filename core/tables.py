@@ -33,6 +33,8 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.sql.elements import ColumnElement
 
+from core.hotkeys import effective_hotkeys
+
 # What the columns hold, for the API to check before a write (so a bad value is a 422 that
 # names the field, never a database error). An Integer column, ids included, is 32 bits
 # on PostgreSQL; SQLite stores 64, but one bound keeps the two databases' answers alike.
@@ -126,6 +128,13 @@ class Project(Base):
     network: Mapped[str] = mapped_column(String(32), default="auto")
     seed: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # Class name -> hotkey, as an admin set them; the rest are assigned automatically
+    # (core.hotkeys.effective_hotkeys).
+    hotkeys: Mapped[dict[str, str]] = mapped_column(JSON, default=dict, server_default=text("'{}'"))
+    # Whether annotators see items' file names (which may give the answer away).
+    show_filenames: Mapped[bool] = mapped_column(
+        Boolean, default=False, server_default=text("false")
+    )
 
     members: Mapped[list[Annotator]] = relationship(
         secondary="project_members", back_populates="projects", viewonly=True
@@ -135,6 +144,11 @@ class Project(Base):
     def effective_queue_size(self) -> int:
         """Twice the retrain interval by default, so annotators don't run dry mid-round."""
         return self.queue_size or 2 * self.retrain_every
+
+    @property
+    def effective_hotkeys(self) -> dict[str, str]:
+        """Class → key on the labelling page: the admin's keys, then automatic ones."""
+        return effective_hotkeys(self.classes, self.hotkeys or {})
 
 
 class Item(Base):

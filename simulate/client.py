@@ -45,7 +45,8 @@ class Project(_Reply):
 
 class Item(_Reply):
     id: int
-    filename: str
+    # `next` sends annotators no file name unless the project shows them.
+    filename: str | None = None
     split: str
     known_label: str | None = None
 

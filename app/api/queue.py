@@ -11,10 +11,11 @@ from app.api.health import instruments
 from app.api.params import ItemId, ProjectId
 from app.api.responses import next_items_response
 from app.deps import API_PREFIX, CurrentUser, SessionDep, SettingsDep, run_with_session
-from app.schemas import ErrorMessage, NextItem, PredictionPublic
+from app.schemas import ClassProbability, ErrorMessage, NextItem, PredictionPublic, ServedItem
 from app.services import items as item_service
 from app.services.leases import hand_back
-from app.services.queue import QueueProject, Served, next_items, visible_queue_project
+from app.services.queue import QueueProject, Served, next_items, reason, visible_queue_project
+from core.tables import Role
 
 router = APIRouter(prefix=API_PREFIX, tags=["queue"])
 
@@ -40,7 +41,8 @@ async def get_next(
             n=n,
             lease_seconds=settings.lease_seconds,
         )
-        return _to_public(session=session, project=project, served=served)
+        filenames = project.show_filenames or user.role == Role.admin
+        return _to_public(session=session, project=project, served=served, filenames=filenames)
 
     items = await run_with_session(request, serve)
     counter = instruments(request).next_served
@@ -62,17 +64,24 @@ def release_lease(item_id: ItemId, session: SessionDep, user: CurrentUser) -> Re
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
-def _to_public(*, session: Session, project: QueueProject, served: list[Served]) -> list[NextItem]:
+def _to_public(
+    *, session: Session, project: QueueProject, served: list[Served], filenames: bool
+) -> list[NextItem]:
+    """The answer; without `filenames` (an annotator, the project's show_filenames off) no
+    item's file name is sent: the page must not show it, so no client gets it."""
     # Served items are unlabelled, so there is no `my_label` to look up.
     items = item_service.to_public(
         session=session, items=[entry.item for entry in served], annotator_id=None
     )
+    hidden = None if filenames else {"filename": None}
     return [
         NextItem(
-            item=item,
+            item=ServedItem.model_validate(item.model_copy(update=hidden)),
             rank=entry.pick.rank,
             score=entry.pick.score,
+            score_percentile=entry.score_percentile,
             strategy=entry.pick.strategy,
+            reason=reason(entry.pick),
             round_id=entry.pick.round_id,
             prediction=_prediction(entry, project.classes),
             lease_expires_at=entry.lease_expires_at,
@@ -84,9 +93,12 @@ def _to_public(*, session: Session, project: QueueProject, served: list[Served])
 def _prediction(entry: Served, classes: list[str]) -> PredictionPublic | None:
     if entry.prediction is None:
         return None
+    probabilities = dict(zip(classes, entry.prediction.probabilities, strict=False))
+    ranked = sorted(probabilities.items(), key=lambda pair: pair[1], reverse=True)
     return PredictionPublic(
         label=entry.prediction.predicted,
         confidence=entry.prediction.confidence,
-        probabilities=dict(zip(classes, entry.prediction.probabilities, strict=False)),
+        probabilities=probabilities,
+        top=[ClassProbability(label=label, probability=p) for label, p in ranked[:2]],
         round_id=entry.prediction.round_id,
     )

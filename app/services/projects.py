@@ -9,12 +9,15 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app.schemas import ProjectCounts, ProjectCreate, ProjectUpdate
-from app.services import Conflict, NotFound, dialect_insert
+from app.services import Conflict, Invalid, NotFound, dialect_insert
+from core.hotkeys import hotkey_problems, normalise_key
 from core.tables import Annotator, Item, Project, ProjectMember, Role, Split
 
 
 def create_project(*, session: Session, data: ProjectCreate) -> Project:
-    project = Project(**data.model_dump())
+    fields = data.model_dump()
+    fields["hotkeys"] = checked_hotkeys(classes=data.classes, hotkeys=data.hotkeys)
+    project = Project(**fields)
     session.add(project)
     try:
         session.commit()
@@ -73,10 +76,25 @@ def list_visible_projects(*, session: Session, user: Annotator) -> Sequence[Proj
     return session.scalars(query).all()
 
 
+def checked_hotkeys(*, classes: list[str], hotkeys: dict[str, str]) -> dict[str, str]:
+    """An admin's class → key map as stored (keys lower-cased); Invalid (422) naming each
+    problem: a key that is not one visible character, one given twice, one the page uses
+    for an action, a class the project does not have."""
+    problems = hotkey_problems(classes, hotkeys)
+    if problems:
+        raise Invalid(f"hotkeys: {'; '.join(problems)}.")
+    return {name: normalise_key(key) for name, key in hotkeys.items()}
+
+
 def update_project(*, session: Session, project: Project, data: ProjectUpdate) -> Project:
-    for field, value in data.model_dump(exclude_unset=True).items():
-        if value is None and field != "queue_size":
-            continue
+    changes = {
+        field: value
+        for field, value in data.model_dump(exclude_unset=True).items()
+        if value is not None or field == "queue_size"
+    }
+    if "hotkeys" in changes:  # checked before anything changes
+        changes["hotkeys"] = checked_hotkeys(classes=project.classes, hotkeys=changes["hotkeys"])
+    for field, value in changes.items():
         setattr(project, field, value)
     try:
         session.commit()

@@ -21,13 +21,24 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
-from sqlalchemy import BigInteger, DateTime, Integer, bindparam, cast, exists, null, select
+from sqlalchemy import (
+    BigInteger,
+    DateTime,
+    Integer,
+    bindparam,
+    cast,
+    exists,
+    func,
+    null,
+    select,
+)
 from sqlalchemy.orm import Session
 
 from app.services import annotator_lock, begin_write, is_postgresql
 from app.services.items import ITEM_FIELD_NAMES, ItemFields
 from app.services.leases import grant_leases, lease_expiry
 from app.services.projects import project_not_visible
+from core.catalog import STRATEGY_ENTRIES
 from core.db import table_of
 from core.tables import (
     Annotator,
@@ -66,6 +77,7 @@ class QueueProject:
     id: int
     classes: list[str]
     done_round: DoneRound | None
+    show_filenames: bool = False
     # PostgreSQL: the read also began `next`'s write transaction (see visible_queue_project).
     write_begun: bool = False
 
@@ -77,6 +89,8 @@ class Pick:
     rank: int | None
     score: float | None
     strategy: str
+    # What chose the head of the round's queue (the round's strategy); None without a round.
+    round_strategy: str | None = None
 
     @property
     def item_id(self) -> int:
@@ -89,6 +103,8 @@ class Served:
     pick: Pick
     prediction: PredictionFields | None
     lease_expires_at: datetime
+    # Where the item's score falls among its round's scored pool, 0–100; None without one.
+    score_percentile: float | None = None
 
 
 @dataclass(frozen=True)
@@ -222,6 +238,31 @@ _PREDICTIONS = select(
     _PREDICTIONS_TABLE.c.round_id == bindparam("round_id"),
     _PREDICTIONS_TABLE.c.item_id.in_(bindparam("ids", expanding=True)),
 )
+# How an item's score in a round compares with the round's other scores: those above it, those
+# equal (itself included) and all. "Above" walks ix_predictions_round_score from the top down
+# to the item, short for the items `next` serves (the best first); the total is one count of
+# the round's index range, uncorrelated, so it runs once per statement.
+_OTHERS = _PREDICTIONS_TABLE.alias("others")
+
+
+def _count_others(*conditions: Any) -> Any:
+    return (
+        select(func.count())
+        .select_from(_OTHERS)
+        .where(_OTHERS.c.round_id == bindparam("round_id"), *conditions)
+        .scalar_subquery()
+    )
+
+
+_STANDING = select(
+    _PREDICTIONS_TABLE.c.item_id,
+    _count_others(_OTHERS.c.score > _PREDICTIONS_TABLE.c.score).label("above"),
+    _count_others(_OTHERS.c.score == _PREDICTIONS_TABLE.c.score).label("ties"),
+    _count_others().label("total"),
+).where(
+    _PREDICTIONS_TABLE.c.round_id == bindparam("round_id"),
+    _PREDICTIONS_TABLE.c.item_id.in_(bindparam("ids", expanding=True)),
+)
 _QUEUE_FACTS = select(
     _QUEUE_ENTRIES.c.item_id,
     _QUEUE_ENTRIES.c.rank,
@@ -247,6 +288,7 @@ def _latest_done_subquery(column: Any) -> Any:
 _QUEUE_PROJECT = select(
     _PROJECTS.c.id,
     _PROJECTS.c.classes,
+    _PROJECTS.c.show_filenames,
     exists()
     .where(_MEMBERS.c.project_id == _PROJECTS.c.id, _MEMBERS.c.annotator_id == _ME)
     .label("is_member"),
@@ -272,7 +314,9 @@ def visible_queue_project(*, session: Session, user: Annotator, project_id: int)
     if row is None or not (row.is_member or user.role == Role.admin):
         raise project_not_visible(project_id)
     done = DoneRound(row.done_id, row.done_strategy) if row.done_id is not None else None
-    return QueueProject(row.id, row.classes, done, write_begun=locking)
+    return QueueProject(
+        row.id, row.classes, done, show_filenames=row.show_filenames, write_begun=locking
+    )
 
 
 def latest_done_round(*, session: Session, project_id: int) -> Round | None:
@@ -372,7 +416,8 @@ def _queue_entries(context: _Context, limit: int) -> list[Pick]:
     assert context.done_round is not None
     round_id = context.done_round.id
     rows = context.session.execute(_QUEUE, context.params(round_id=round_id, limit=limit))
-    return [Pick(row, round_id, row.rank, row.score, row.strategy) for row in rows]
+    strategy = context.done_round.strategy
+    return [Pick(row, round_id, row.rank, row.score, row.strategy, strategy) for row in rows]
 
 
 def _by_prediction_score(context: _Context, limit: int) -> list[Pick]:
@@ -380,7 +425,7 @@ def _by_prediction_score(context: _Context, limit: int) -> list[Pick]:
     assert done is not None
     statement = _BY_SCORE_WALK if is_postgresql(context.session) else _BY_SCORE
     rows = context.session.execute(statement, context.params(round_id=done.id, limit=limit))
-    return [Pick(row, done.id, None, row.score, done.strategy) for row in rows]
+    return [Pick(row, done.id, None, row.score, done.strategy, done.strategy) for row in rows]
 
 
 def _random_pool(context: _Context, limit: int) -> list[Pick]:
@@ -410,10 +455,12 @@ def _round_facts(session: Session, round_id: int, picks: Sequence[Pick]) -> dict
     for pick in picks:
         entry = entries.get(pick.item_id)
         if entry is not None:
-            facts[pick.item_id] = Pick(pick.item, round_id, entry.rank, entry.score, entry.strategy)
+            facts[pick.item_id] = Pick(
+                pick.item, round_id, entry.rank, entry.score, entry.strategy, strategy
+            )
         else:
             score = scores.get(pick.item_id)
-            facts[pick.item_id] = Pick(pick.item, round_id, None, score, strategy)
+            facts[pick.item_id] = Pick(pick.item, round_id, None, score, strategy, strategy)
     return facts
 
 
@@ -422,12 +469,73 @@ def _served(context: _Context, picks: list[Pick], *, expires_at: datetime) -> li
     if picks and context.done_round is not None:
         params = {"round_id": context.done_round.id, "ids": [p.item_id for p in picks]}
         predictions = {p.item_id: p for p in context.session.execute(_PREDICTIONS, params)}
+    percentiles = _percentiles(context.session, picks)
     return [
         Served(
             item=pick.item,
             pick=pick,
             prediction=predictions.get(pick.item_id),
             lease_expires_at=expires_at,
+            score_percentile=percentiles.get(pick.item_id),
         )
         for pick in picks
     ]
+
+
+def _percentiles(session: Session, picks: list[Pick]) -> dict[int, float]:
+    """Item id → percentile rank of its score among its round's scores: the share scoring
+    lower, ties counted half, so it reads the same on every strategy's scale."""
+    by_round: dict[int, list[int]] = {}
+    for pick in picks:
+        if pick.round_id is not None:
+            by_round.setdefault(pick.round_id, []).append(pick.item_id)
+    percentiles: dict[int, float] = {}
+    for round_id, ids in by_round.items():
+        for row in session.execute(_STANDING, {"round_id": round_id, "ids": ids}):
+            below = row.total - row.above - row.ties
+            percentiles[row.item_id] = 100.0 * (below + row.ties / 2) / row.total
+    return percentiles
+
+
+def reason(pick: Pick) -> str:
+    """Why `next` served the item, in words an annotator reads beside it."""
+    if pick.round_id is None:
+        return (
+            "No model has been trained yet, so images come in a fixed random order until "
+            "the first round is done."
+        )
+    chosen_by = strategy_label(pick.strategy)
+    if pick.rank is None:
+        return (
+            f"Round {pick.round_id}'s queue is used up or being labelled by others, so it "
+            f"is the highest-scoring image left in that round ({chosen_by})."
+        )
+    place = f"#{pick.rank + 1} in round {pick.round_id}'s queue"
+    head = pick.round_strategy
+    if head is None or pick.strategy == head:
+        return f"{chosen_by} put it {place}. {_description(pick.strategy)}"
+    if pick.strategy == "powerbald" and head == "batchbald":
+        return (
+            f"PowerBALD, not BatchBALD, put it {place}. BatchBALD chose only the first batch: "
+            "it weighs each pick against the others, which costs a pass over every image "
+            "per pick and gains little beyond one batch. The rest of the queue, which you "
+            "label while the next model trains, is drawn by PowerBALD: it favours images "
+            "with high BALD scores and adds chance, so they do not all say the same thing."
+        )
+    return (
+        f"{chosen_by}, not {strategy_label(head)}, put it {place}: {strategy_label(head)} "
+        f"chose the first batch and {chosen_by} the rest. {_description(pick.strategy)}"
+    )
+
+
+_STRATEGIES = {entry.name: entry for entry in STRATEGY_ENTRIES}
+
+
+def strategy_label(name: str) -> str:
+    entry = _STRATEGIES.get(name)
+    return entry.label if entry else name
+
+
+def _description(name: str) -> str:
+    entry = _STRATEGIES.get(name)
+    return entry.description if entry else ""
