@@ -45,8 +45,7 @@ class Project(_Reply):
 
 class Item(_Reply):
     id: int
-    # `next` sends annotators no file name unless the project shows them.
-    filename: str | None = None
+    filename: str
     split: str
     known_label: str | None = None
 
@@ -66,8 +65,13 @@ class UploadReport(_Reply):
     skipped: list[SkippedFile]
 
 
+class ServedItem(Item):
+    # `next` sends annotators no file name unless the project shows them.
+    filename: str | None = None  # type: ignore[assignment]
+
+
 class NextItem(_Reply):
-    item: Item
+    item: ServedItem
     rank: int | None = None
     score: float | None = None
     strategy: str
