@@ -1,24 +1,16 @@
-// Hotkeys of the labelling page: classes get 1–9, 0, then letters; space or s skips;
-// backspace undoes. Letters that already mean something (s = skip) are never given to a
-// class, and classes past the last free key are reachable by click or tap only.
+// Hotkeys of the labelling page. Which key labels which class is the server's decision
+// (core/hotkeys.py): the project's `effective_hotkeys`, class → key, so the page and every
+// other client agree. A class named with one character gets that key (digits 0–9 on keys
+// 0–9), an admin may set others, the rest get 1–9, 0, a–z in class order. Space or s skips,
+// Backspace undoes: those keys are never a class's (the server refuses them).
 
-const DIGITS = ["1", "2", "3", "4", "5", "6", "7", "8", "9", "0"];
-const RESERVED = new Set(["s"]);
-const LETTERS = [..."abcdefghijklmnopqrstuvwxyz"].filter((letter) => !RESERVED.has(letter));
-
-export const CLASS_KEYS = [...DIGITS, ...LETTERS];
-
-/** The hotkey of the class at `index`, or null when it has none. */
-export function keyForClass(index) {
-  return index < CLASS_KEYS.length ? CLASS_KEYS[index] : null;
-}
-
-/** key → class index, for the first `count` classes. */
-export function classKeyMap(count) {
+/** key → class index, from the project's class → key map. */
+export function classKeyMap(classes, hotkeys) {
   const map = new Map();
-  for (let index = 0; index < Math.min(count, CLASS_KEYS.length); index += 1) {
-    map.set(CLASS_KEYS[index], index);
-  }
+  classes.forEach((name, index) => {
+    const key = hotkeys?.[name];
+    if (key) map.set(key.toLowerCase(), index);
+  });
   return map;
 }
 

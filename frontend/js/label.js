@@ -15,7 +15,7 @@
 // anyone debugging in the console.
 
 import * as api from "./api.js";
-import { actionForKey, classKeyMap, keyCaption, keyForClass } from "./keys.js";
+import { actionForKey, classKeyMap, keyCaption } from "./keys.js";
 import { Outbox, namespaceFor } from "./outbox.js";
 import * as session from "./session.js";
 import { $, el, fmtInt, fmtNum, fmtPct, hideBanner, plural, showBanner, strategyName, toast } from "./ui.js";
@@ -30,6 +30,7 @@ const REFILL_RETRY_MS = 3000;
 // Leases last 10 minutes by default; an item buffered this long is handed back and re-fetched
 // (which renews its lease) rather than labelled after someone else may have received it.
 const BUFFER_MAX_AGE_MS = 5 * 60 * 1000;
+const CONFIRM_MS = 900; // how long the class name stays over the image after a label
 
 /** One item from GET /next, with its image fetched and decoded ahead of display. */
 class Entry {
@@ -38,7 +39,8 @@ class Entry {
     this.id = next.item.id;
     this.fetchedAt = Date.now();
     this.img = new Image();
-    this.img.alt = `Image to label: ${next.item.filename}`;
+    // Not the file name: it may give the answer away (the project's show_filenames).
+    this.img.alt = `Image to label, item ${next.item.id}`;
     this.img.draggable = false;
     this.img.decoding = "sync";
     if (Math.max(next.item.width, next.item.height) < 256) this.img.classList.add("pixelated");
@@ -80,7 +82,9 @@ class Labeller {
     this.me = me;
     this.project = project;
     this.classes = project.classes;
-    this.keyMap = classKeyMap(this.classes.length);
+    this.hotkeys = project.effective_hotkeys || {};
+    this.keyMap = classKeyMap(this.classes, this.hotkeys);
+    this.confirmTimer = null;
     this.current = null; // the Entry on stage
     this.buffer = []; // Entries ready to show next, in order
     this.history = []; // [{entry, kind, opId, label}] for undo, newest last
@@ -406,8 +410,11 @@ class Labeller {
       return;
     }
     const { item } = next;
-    $("#item-name").textContent = item.filename;
-    $("#item-name").title = item.filename;
+    // The server sends annotators no file name unless the project shows them; an admin
+    // labelling gets one either way, and the page shows it only where the project says so.
+    const filename = this.project.show_filenames && item.filename ? item.filename : "";
+    $("#item-name").textContent = filename;
+    $("#item-name").title = filename;
     $("#item-meta").textContent = `#${item.id} · ${item.width}×${item.height}`;
 
     const prediction = next.prediction;
@@ -415,21 +422,26 @@ class Labeller {
       const index = this.classes.indexOf(prediction.label);
       const button = document.querySelector(`.class-btn[data-index="${index}"]`);
       if (button) button.dataset.guess = "";
+      const top = prediction.top?.length
+        ? prediction.top
+        : [{ label: prediction.label, probability: prediction.confidence }];
       guess.replaceChildren(
-        el(
-          "div",
-          { class: "guess-line" },
-          el("span", { class: "guess-label", id: "guess-label" }, prediction.label),
+        ...top.map((choice, rank) =>
           el(
-            "span",
-            { class: "guess-conf", id: "guess-confidence" },
-            `${fmtPct(prediction.confidence, 0)} confident`,
+            "div",
+            { class: rank === 0 ? "guess-choice first" : "guess-choice", dataset: { rank } },
+            el(
+              "div",
+              { class: "guess-line" },
+              el("span", { class: "guess-label" }, choice.label),
+              el("span", { class: "guess-conf" }, fmtPct(choice.probability, 0)),
+            ),
+            el(
+              "div",
+              { class: "meter", "aria-hidden": "true" },
+              el("span", { style: { width: `${choice.probability * 100}%` } }),
+            ),
           ),
-        ),
-        el(
-          "div",
-          { class: "meter", "aria-hidden": "true" },
-          el("span", { style: { width: `${prediction.confidence * 100}%` } }),
         ),
       );
     } else {
@@ -449,13 +461,14 @@ class Labeller {
         "Chosen by",
         next.round_id === null && next.strategy === "random" ? "Random order" : strategyName(next.strategy),
       ],
-      ["Score", next.score === null ? "–" : fmtNum(next.score)],
+      ["Score", scoreText(next)],
       ["Rank in queue", next.rank === null ? "–" : `#${next.rank + 1}`],
       ["Round", next.round_id === null ? "none yet" : `#${next.round_id}`],
     ];
     why.replaceChildren(
       ...facts.map(([term, value]) => el("div", {}, el("dt", {}, term), el("dd", {}, value))),
     );
+    $("#why-reason").textContent = next.reason || "";
   }
 
   // --- actions -------------------------------------------------------------------------
@@ -464,7 +477,7 @@ class Labeller {
     const box = $("#classes");
     box.replaceChildren(
       ...this.classes.map((name, index) => {
-        const key = keyForClass(index);
+        const key = this.hotkeys[name] || null;
         return el(
           "button",
           {
@@ -514,9 +527,27 @@ class Labeller {
     const msSpent = Math.min(Math.round(performance.now() - entry.shownAt), 86_400_000);
     this.flash(index);
     this.advance(); // first: the next image must not wait for anything below
+    this.confirm(label);
     const op = this.outbox.enqueue({ kind: "label", item_id: entry.id, label, ms_spent: msSpent });
     this.remember({ entry, kind: "label", opId: op.id, label });
-    this.lastAction(`Labelled ${entry.next.item.filename} as “${label}”`);
+    this.lastAction(`Labelled item ${entry.id} as “${label}”`);
+  }
+
+  /** The class just given, big, over the image where the eye already is, for a moment. */
+  confirm(label, kind = "label") {
+    const badge = $("#confirm");
+    badge.replaceChildren(kind === "label" ? el("span", { "aria-hidden": "true" }, "✓ ") : "", label);
+    badge.dataset.kind = kind;
+    badge.hidden = false;
+    // Restart the fade-out even when the same class is given twice in a row.
+    badge.classList.remove("show");
+    void badge.offsetWidth;
+    badge.classList.add("show");
+    clearTimeout(this.confirmTimer);
+    this.confirmTimer = setTimeout(() => {
+      badge.hidden = true;
+      badge.classList.remove("show");
+    }, CONFIRM_MS);
   }
 
   skip() {
@@ -525,7 +556,8 @@ class Labeller {
     this.advance();
     const op = this.outbox.enqueue({ kind: "skip", item_id: entry.id });
     this.remember({ entry, kind: "skip", opId: op.id });
-    this.lastAction(`Skipped ${entry.next.item.filename}`);
+    this.confirm("Skipped", "skip");
+    this.lastAction(`Skipped item ${entry.id}`);
   }
 
   undo() {
@@ -543,7 +575,7 @@ class Labeller {
     this.show(last.entry);
     this.lastAction(
       last.kind === "label"
-        ? `Undid “${last.label}” on ${last.entry.next.item.filename}`
+        ? `Undid “${last.label}” on item ${last.entry.id}`
         : "Back to the skipped image",
     );
     this.renderProgress();
@@ -644,6 +676,16 @@ class Labeller {
       },
     });
   }
+}
+
+/** The raw score, and where it stands in its round: "0.412 · top 3%". */
+function scoreText(next) {
+  if (next.score === null) return "–";
+  const raw = fmtNum(next.score);
+  const percentile = next.score_percentile;
+  if (percentile === null || percentile === undefined) return raw;
+  const top = Math.max(0.1, 100 - percentile);
+  return `${raw} · top ${top < 1 ? top.toFixed(1) : Math.round(top)}% of its round`;
 }
 
 async function main() {

@@ -118,7 +118,7 @@ def test_next_image_is_prefetched_and_shown_without_waiting_for_the_network(
 
     # Space skips even when a class button has focus: it must not also "click" that button.
     skipped = int(page.evaluate("nextlabel.current.id"))
-    page.get_by_role("button", name="Label as 4 (key 5)").focus()
+    page.get_by_role("button", name="Label as 4 (key 4)").focus()
     page.keyboard.press(" ")
     wait_for_next_image(page, skipped)
     wait_until_sent(page)
@@ -147,7 +147,7 @@ def test_labelling_page_works_at_phone_width(
     for button in page.locator(".class-btn").all():
         box = button.bounding_box()
         assert box is not None and box["height"] >= 44 and box["width"] >= 44
-    page.get_by_role("button", name="Label as 7 (key 8)").tap()
+    page.get_by_role("button", name="Label as 7 (key 7)").tap()
     wait_for_next_image(page, first)
     wait_until_sent(page)
     labels = Api(server.url, admin_token).labels(project.id)
