@@ -150,6 +150,8 @@ def make_project(stack: Stack, *, pool: int = 300, validation: int = 200) -> Dig
         "image_size": 28,
         "image_channels": 1,
         "seed": 1,
+        # label_next answers with the true digit, found by file name (hidden by default).
+        "show_filenames": True,
     }
     created = stack.http.post(f"{API}/projects", json=body, headers=stack.admin)
     assert created.status_code == 201, created.text
