@@ -76,9 +76,9 @@ def embedded_stack(tmp_path: Path) -> Iterator[Stack]:
 # --------------------------------------------------------------------------- the loop
 
 
-def _the_loop(stack: Stack, *, run_worker: bool = False) -> None:
+def _the_loop(stack: Stack) -> None:
     project = make_project(stack)
-    _, log = stack.start_worker("worker", run_worker=run_worker)
+    _, log = stack.start_worker("worker")
     banner = log.read_text(errors="replace")
     assert "solo" in banner and ".> gpu" in banner  # one task at a time, on the gpu queue
 
@@ -120,8 +120,8 @@ def test_round_loop_on_redis_and_postgres(redis_pg_stack: Stack) -> None:
 
 
 def test_round_loop_embedded(embedded_stack: Stack) -> None:
-    # The worker `nextlabel worker` / embedded `serve` start: run_worker(settings).
-    _the_loop(embedded_stack, run_worker=True)
+    # As `nextlabel worker` and embedded `serve` start it: python -m worker.main.
+    _the_loop(embedded_stack)
 
 
 # --------------------------------------------------------------------------- kill -9
