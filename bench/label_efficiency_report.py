@@ -41,6 +41,7 @@ from simulate.report import (
     read_rounds_csv,
     threshold_table,
 )
+from simulate.runner import PHASES
 
 logger = logging.getLogger("label_efficiency")
 
@@ -99,16 +100,7 @@ def timing_table(rows: Sequence[dict[str, Any]]) -> str:
     for key, members in sorted(groups.items(), key=lambda item: tuple(map(str, item[0]))):
         cells = [
             _fmt(_median(r.get(name) for r in members))
-            for name in (
-                "observed_s",
-                "worker_s",
-                "load_s",
-                "train_s",
-                "evaluate_s",
-                "infer_s",
-                "select_s",
-                "write_s",
-            )
+            for name in ("observed_s", "worker_s", *(f"{phase}_s" for phase in PHASES[:-1]))
         ]
         epochs = _fmt(_median(r.get("epochs") for r in members), 0)
         lines.append(

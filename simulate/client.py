@@ -288,6 +288,11 @@ class Client:
     def start_round(self, project_id: int) -> Round:
         return self._parse(Round, self._api("POST", f"/projects/{project_id}/rounds").json())
 
+    def phases(self) -> list[str]:
+        """The service's round phases, in order (GET /catalog)."""
+        catalog = self._api("GET", "/catalog").json()
+        return [str(entry["name"]) for entry in catalog["phases"]]
+
     def metrics(self, project_id: int) -> ProjectMetrics:
         reply = self._api("GET", f"/projects/{project_id}/metrics")
         return self._parse(ProjectMetrics, reply.json())

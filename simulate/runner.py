@@ -36,6 +36,8 @@ INITIAL_PER_CLASS = 2
 # retrain_every while the initial set is labelled, so those labels trigger no round.
 NO_AUTO_ROUNDS = 100_000
 POLL_S = 0.5
+# The phases the CSV records, one `<phase>_s` column each: the recorded format of the grid's
+# results. The service defines the phases (GET /catalog); `run_one` checks they agree.
 PHASES = ("load", "train", "evaluate", "infer", "select", "write", "total")
 
 
@@ -444,6 +446,15 @@ def setup_team(admin: Client, project_id: int, count: int, base_url: str) -> lis
     return clients
 
 
+def _check_phases(admin: Client) -> None:
+    served = admin.phases()
+    if tuple(served) != PHASES[:-1]:
+        raise RuntimeError(
+            f"the service's round phases {served} differ from the ones this simulator records "
+            f"{list(PHASES[:-1])}: update simulate.runner.PHASES and the RoundRecord columns"
+        )
+
+
 def run_one(
     admin: Client,
     dataset: Dataset,
@@ -453,6 +464,7 @@ def run_one(
 ) -> RunResult:
     """Create a project, import, label the initial set, run the protocol, check the export."""
     started = time.monotonic()
+    _check_phases(admin)
     sim = Simulation(admin, dataset, config)
     sim.on_round = on_round
     project_id = sim.create_project()
