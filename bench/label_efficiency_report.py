@@ -377,7 +377,10 @@ def _engine_versions() -> dict[str, list[str]]:
     versions: dict[str, list[str]] = defaultdict(list)
     for path in sorted(OUT.glob("*/*/provenance.json")):
         info = json.loads(path.read_text())
-        key = " / ".join(info.get(name, "?") for name in ENGINE_FILES)
+        # The engine files the cell recorded: today's ENGINE_FILES, or the older layout's
+        # (worker/training.py, worker/pipeline.py, ...) for cells run before the move.
+        recorded = [name for name in info if name.startswith("worker/")] or list(ENGINE_FILES)
+        key = " / ".join(f"{name} {info.get(name, '?')}" for name in recorded)
         versions[key].append(f"{path.parent.parent.name}/{path.parent.name}")
     return versions
 
@@ -402,8 +405,8 @@ def status_section() -> str:
     if len(engines) > 1:
         # The engine is edited while the grid runs: say which cells ran which version.
         parts.append(
-            "- engine versions (sha256 prefixes of label_efficiency_plan.ENGINE_FILES) "
-            "differ between cells:\n"
+            "- engine versions (sha256 prefixes of the engine's files, as each cell recorded "
+            "them) differ between cells:\n"
             + "\n".join(f"  - {version}: {', '.join(cells)}" for version, cells in engines.items())
         )
     correlated = [name for name in finished if not _independent_seeds(OUT / name)]
