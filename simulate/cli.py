@@ -20,7 +20,7 @@ import typer
 from simulate.experiment import run_experiment, summarise
 from simulate.runner import RunConfig
 
-STRATEGY_HELP = "random, margin, entropy, bald, batchbald or powerbald; or a comma list."
+STRATEGY_HELP = "A strategy the service offers (its GET /api/v1/catalog), or a comma list of them."
 
 
 def parse_seeds(text: str) -> list[int]:

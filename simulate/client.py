@@ -288,10 +288,11 @@ class Client:
     def start_round(self, project_id: int) -> Round:
         return self._parse(Round, self._api("POST", f"/projects/{project_id}/rounds").json())
 
-    def phases(self) -> list[str]:
-        """The service's round phases, in order (GET /catalog)."""
-        catalog = self._api("GET", "/catalog").json()
-        return [str(entry["name"]) for entry in catalog["phases"]]
+    def catalog(self) -> dict[str, list[str]]:
+        """The names the service offers (GET /catalog): strategies, networks and round
+        phases, each in the service's order."""
+        served = self._api("GET", "/catalog").json()
+        return {kind: [str(entry["name"]) for entry in served[kind]] for kind in served}
 
     def metrics(self, project_id: int) -> ProjectMetrics:
         reply = self._api("GET", f"/projects/{project_id}/metrics")

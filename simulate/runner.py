@@ -446,12 +446,19 @@ def setup_team(admin: Client, project_id: int, count: int, base_url: str) -> lis
     return clients
 
 
-def _check_phases(admin: Client) -> None:
-    served = admin.phases()
-    if tuple(served) != PHASES[:-1]:
+def _check_catalog(admin: Client, config: RunConfig) -> None:
+    """The strategy and the recorded phases against what the service offers (GET /catalog)."""
+    catalog = admin.catalog()
+    if config.strategy not in catalog["strategies"]:
+        raise ValueError(
+            f"unknown strategy {config.strategy!r}: the service offers "
+            f"{', '.join(catalog['strategies'])}"
+        )
+    if tuple(catalog["phases"]) != PHASES[:-1]:
         raise RuntimeError(
-            f"the service's round phases {served} differ from the ones this simulator records "
-            f"{list(PHASES[:-1])}: update simulate.runner.PHASES and the RoundRecord columns"
+            f"the service's round phases {catalog['phases']} differ from the ones this "
+            f"simulator records {list(PHASES[:-1])}: update simulate.runner.PHASES and the "
+            "RoundRecord columns"
         )
 
 
@@ -464,7 +471,7 @@ def run_one(
 ) -> RunResult:
     """Create a project, import, label the initial set, run the protocol, check the export."""
     started = time.monotonic()
-    _check_phases(admin)
+    _check_catalog(admin, config)
     sim = Simulation(admin, dataset, config)
     sim.on_round = on_round
     project_id = sim.create_project()

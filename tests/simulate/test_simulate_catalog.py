@@ -1,0 +1,64 @@
+"""The simulator takes strategy and phase names from the service it drives (GET /catalog)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import uvicorn
+from fastapi import FastAPI
+from sqlalchemy import func, select
+
+from app.main import create_app
+from app.services.annotators import create_annotator
+from core.catalog import PHASES, STRATEGIES
+from core.settings import Settings
+from core.tables import Project, Role
+from simulate.client import Client
+from simulate.datasets import load_dataset
+from simulate.runner import PHASES as RECORDED_PHASES
+from simulate.runner import Archives, RunConfig, run_one
+from tests.app.conftest import free_port
+
+
+@pytest.fixture
+def app(tmp_path: Path) -> FastAPI:
+    return create_app(Settings(environment="test", data_dir=tmp_path / "data", log_level="WARNING"))
+
+
+@pytest.fixture
+def admin(app: FastAPI) -> Iterator[Client]:
+    with app.state.session_factory() as session:
+        _, token = create_annotator(session=session, name="admin", role=Role.admin)
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.02)
+    client = Client(f"http://127.0.0.1:{port}", token)
+    yield client
+    client.close()
+    server.should_exit = True
+    thread.join(10)
+
+
+def test_the_catalog_names_what_the_service_offers(admin: Client) -> None:
+    catalog = admin.catalog()
+    assert catalog["strategies"] == list(STRATEGIES)
+    assert tuple(catalog["phases"]) == PHASES == RECORDED_PHASES[:-1]
+
+
+def test_a_strategy_the_service_does_not_offer_is_refused_before_anything_is_made(
+    admin: Client, app: FastAPI
+) -> None:
+    config = RunConfig(dataset="digits", strategy="coreset", batch_size=10, seed=0, budget=20)
+    dataset = load_dataset("digits")
+    with pytest.raises(ValueError, match="unknown strategy 'coreset'"):
+        run_one(admin, dataset, Archives.build(dataset), config)
+    with app.state.session_factory() as session:
+        assert session.scalar(select(func.count()).select_from(Project)) == 0
