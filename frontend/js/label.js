@@ -433,8 +433,16 @@ class Labeller {
             el(
               "div",
               { class: "guess-line" },
-              el("span", { class: "guess-label" }, choice.label),
-              el("span", { class: "guess-conf" }, fmtPct(choice.probability, 0)),
+              el(
+                "span",
+                { class: "guess-label", id: rank ? undefined : "guess-label" },
+                choice.label,
+              ),
+              el(
+                "span",
+                { class: "guess-conf", id: rank ? undefined : "guess-confidence" },
+                rank ? fmtPct(choice.probability, 0) : `${fmtPct(choice.probability, 0)} confident`,
+              ),
             ),
             el(
               "div",

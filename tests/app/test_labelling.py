@@ -227,6 +227,7 @@ def test_next_follows_the_latest_done_round_then_scores_then_random(api: Api) ->
         "label": "dog",
         "confidence": 0.6,
         "probabilities": dict(zip(CLASSES, [0.3, 0.6, 0.1], strict=True)),
+        "top": [{"label": "dog", "probability": 0.6}, {"label": "cat", "probability": 0.3}],
         "round_id": round_id,
     }
     assert served[1]["rank"] == 2
