@@ -68,7 +68,7 @@ def begin_write(session: Session, *, annotator_id: int | None = None) -> None:
     it writes.
 
     SQLite: BEGIN IMMEDIATE takes the write lock now (and this process's writer lock, see
-    `app.main.serialize_sqlite_writes`): everything is serialised. PostgreSQL: callers lock
+    `app.engines.serialize_sqlite_writes`): everything is serialised. PostgreSQL: callers lock
     the rows they read (FOR UPDATE ... SKIP LOCKED); with `annotator_id`, a transaction-level
     advisory lock also serialises that annotator's own transactions, so two of their
     requests at once see each other's leases, as on SQLite.
