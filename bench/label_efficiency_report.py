@@ -28,6 +28,7 @@ from label_efficiency_probe import probe_section
 from scipy.stats import binomtest
 
 from simulate.cli import format_seeds
+from simulate.records import PHASES
 from simulate.report import (
     THRESHOLDS,
     Curve,
@@ -41,7 +42,6 @@ from simulate.report import (
     read_rounds_csv,
     threshold_table,
 )
-from simulate.runner import PHASES
 
 logger = logging.getLogger("label_efficiency")
 

@@ -18,7 +18,7 @@ from typing import Annotated
 import typer
 
 from simulate.experiment import run_experiment, summarise
-from simulate.runner import RunConfig
+from simulate.records import RunConfig
 
 STRATEGY_HELP = "A strategy the service offers (its GET /api/v1/catalog), or a comma list of them."
 

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from simulate.client import Client
 from simulate.datasets import Dataset, load_dataset
+from simulate.records import RoundRecord, RunConfig, result_json
 from simulate.report import (
     ROUND_FIELDS,
     group_curves,
@@ -30,8 +31,9 @@ from simulate.report import (
     threshold_table,
     write_rounds_csv,
 )
-from simulate.runner import Archives, RoundRecord, RunConfig, result_json, run_one
+from simulate.runner import run_one
 from simulate.service import LocalService, Service
+from simulate.upload import Archives
 
 logger = logging.getLogger(__name__)
 

@@ -26,7 +26,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from scipy import stats
 
-from simulate.runner import RoundRecord
+from simulate.records import RoundRecord
 
 logger = logging.getLogger(__name__)
 

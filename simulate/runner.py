@@ -12,238 +12,35 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import logging
 import threading
 import time
 import uuid
-import zipfile
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
-from datetime import datetime
-from typing import Any
+from collections.abc import Callable
 
 import numpy as np
 
 from simulate.annotators import AnnotatorTeam, LabelEvent
 from simulate.client import ApiError, Client, Round, RoundDetail
-from simulate.datasets import Dataset, Split, balanced_initial, png_bytes
+from simulate.datasets import Dataset, balanced_initial
+from simulate.records import (
+    PHASES,
+    RoundRecord,
+    RunConfig,
+    RunResult,
+    make_record,
+    seconds_between,
+)
+from simulate.upload import Archives, import_dataset
 
 logger = logging.getLogger(__name__)
 
-UPLOAD_CHUNK = 1_000
-INITIAL_PER_CLASS = 2
 # retrain_every while the initial set is labelled, so those labels trigger no round.
 NO_AUTO_ROUNDS = 100_000
 POLL_S = 0.5
-# The phases the CSV records, one `<phase>_s` column each: the recorded format of the grid's
-# results. The service defines the phases (GET /catalog); `run_one` checks they agree.
-PHASES = ("load", "train", "evaluate", "infer", "select", "write", "total")
-
-
-@dataclass(frozen=True)
-class RunConfig:
-    dataset: str
-    strategy: str
-    batch_size: int
-    seed: int
-    budget: int
-    mc_samples: int = 20
-    annotators: int = 1
-    live: bool = False
-    seconds_per_label: float = 0.0
-    initial_per_class: int = INITIAL_PER_CLASS
-    network: str = "auto"
-    round_timeout_s: float = 3_600.0
-
-    @property
-    def mode(self) -> str:
-        return "live" if self.live else "sync"
-
-
-@dataclass
-class RoundRecord:
-    """One completed (or failed) round: a row of the simulation's CSV."""
-
-    dataset: str
-    strategy: str
-    batch_size: int
-    mc_samples: int
-    seed: int
-    mode: str
-    project_id: int
-    round_id: int
-    status: str
-    labels: int
-    accuracy: float | None
-    nll: float | None
-    worker_s: float | None
-    queue_wait_s: float | None
-    observed_s: float | None
-    load_s: float | None = None
-    train_s: float | None = None
-    evaluate_s: float | None = None
-    infer_s: float | None = None
-    select_s: float | None = None
-    write_s: float | None = None
-    total_s: float | None = None
-    epochs: int | None = None
-    early_stopped: str | None = None
-    served_from_queue: int | None = None
-    metrics_json: str = "{}"
-    timings_json: str = "{}"
-    # The round's queue scores in rank order (BatchBALD: each pick's gain in joint MI, nats).
-    queue_scores_json: str = "[]"
-    error: str | None = None
-
-
-@dataclass
-class RunResult:
-    config: RunConfig
-    project_id: int
-    records: list[RoundRecord]
-    labels_made: int
-    labels_exported: int
-    distinct_items_labelled: int
-    import_s: float
-    total_s: float
-    checks: dict[str, Any] = field(default_factory=dict)
-
-
-# --- import -------------------------------------------------------------------------------
-
-
-def _chunks(count: int, size: int) -> Iterator[range]:
-    for start in range(0, count, size):
-        yield range(start, min(start + size, count))
-
-
-def build_zip(
-    split: Split, indices: Sequence[int], classes: Sequence[str], labelled: bool
-) -> bytes:
-    """A zip of PNGs; with ``labelled``, a labels.csv that makes them validation items."""
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_STORED) as archive:
-        for index in indices:
-            archive.writestr(split.filenames[index], png_bytes(split.images[index]))
-        if labelled:
-            rows = io.StringIO()
-            writer = csv.writer(rows, lineterminator="\n")
-            writer.writerow(["filename", "label"])
-            for index in indices:
-                writer.writerow([split.filenames[index], classes[int(split.labels[index])]])
-            archive.writestr("labels.csv", rows.getvalue())
-    return buffer.getvalue()
-
-
-@dataclass(frozen=True)
-class Archives:
-    """A dataset as upload-ready zips (~1,000 files each), built once and reused per seed."""
-
-    pool: tuple[bytes, ...]
-    test: tuple[bytes, ...]
-
-    @classmethod
-    def build(cls, dataset: Dataset) -> Archives:
-        pool = tuple(
-            build_zip(dataset.pool, chunk, dataset.classes, labelled=False)
-            for chunk in _chunks(len(dataset.pool), UPLOAD_CHUNK)
-        )
-        test = tuple(
-            build_zip(dataset.test, chunk, dataset.classes, labelled=True)
-            for chunk in _chunks(len(dataset.test), UPLOAD_CHUNK)
-        )
-        return cls(pool, test)
-
-
-def import_dataset(
-    client: Client, project_id: int, dataset: Dataset, archives: Archives
-) -> dict[str, int]:
-    """Upload pool and test set; return pool file name -> item id for what was created."""
-    for kind, zips in (("pool", archives.pool), ("test", archives.test)):
-        for number, data in enumerate(zips):
-            report = client.upload_zip(project_id, f"{kind}-{number:03d}.zip", data)
-            for skipped in report.skipped:
-                logger.warning("upload skipped %s: %s", skipped.name, skipped.reason)
-    pool_ids = {item.filename: item.id for item in client.list_items(project_id, "unlabelled")}
-    validation = client.list_items(project_id, "validation")
-    if len(validation) != len(dataset.test):
-        raise RuntimeError(
-            f"{len(validation)} validation items imported, expected {len(dataset.test)}"
-        )
-    if len(pool_ids) != len(dataset.pool):
-        logger.warning("%d of %d pool items imported", len(pool_ids), len(dataset.pool))
-    return pool_ids
 
 
 # --- rounds -------------------------------------------------------------------------------
-
-
-def _seconds(start: datetime | None, end: datetime | None) -> float | None:
-    if start is None or end is None:
-        return None
-    return (end - start).total_seconds()
-
-
-def _number(mapping: dict[str, Any], *keys: str) -> float | None:
-    for key in keys:
-        value = mapping.get(key)
-        if isinstance(value, int | float):
-            return float(value)
-    return None
-
-
-def _phase_seconds(timings: dict[str, Any], phase: str) -> float | None:
-    return _number(timings, phase, f"{phase}_s", f"{phase}_seconds")
-
-
-def make_record(
-    config: RunConfig, project_id: int, round_: Round, observed_s: float | None
-) -> RoundRecord:
-    metrics, timings = round_.metrics, round_.timings
-    record = RoundRecord(
-        dataset=config.dataset,
-        strategy=config.strategy,
-        batch_size=config.batch_size,
-        mc_samples=config.mc_samples,
-        seed=config.seed,
-        mode=config.mode,
-        project_id=project_id,
-        round_id=round_.id,
-        status=round_.status,
-        labels=round_.labels_used,
-        accuracy=_number(metrics, "accuracy", "val_accuracy", "validation_accuracy"),
-        nll=_number(metrics, "nll", "val_nll", "validation_nll"),
-        worker_s=_seconds(round_.started_at, round_.finished_at),
-        queue_wait_s=_seconds(round_.created_at, round_.started_at),
-        observed_s=observed_s,
-        metrics_json=json.dumps(_small(metrics), sort_keys=True),
-        timings_json=json.dumps(timings, sort_keys=True),
-        error=round_.error,
-    )
-    if isinstance(round_, RoundDetail):
-        ordered = sorted(round_.queue, key=lambda entry: entry.rank)
-        record.queue_scores_json = json.dumps([round(entry.score, 5) for entry in ordered])
-    for phase in PHASES:
-        setattr(record, f"{phase}_s", _phase_seconds(timings, phase))
-    fit = metrics.get("fit")
-    if isinstance(fit, dict):
-        # The training schedule the engine chose: the first suspect when a target is missed.
-        epochs = fit.get("epochs")
-        record.epochs = int(epochs) if isinstance(epochs, int | float) else None
-        record.early_stopped = (
-            None if fit.get("early_stopped") is None else str(fit["early_stopped"])
-        )
-    return record
-
-
-def _small(metrics: dict[str, Any]) -> dict[str, Any]:
-    """Scalars and short lists only: a confusion matrix has no place in one CSV cell."""
-    return {
-        key: value
-        for key, value in metrics.items()
-        if not isinstance(value, list | dict) or len(json.dumps(value)) < 400
-    }
 
 
 class RoundFailed(RuntimeError):
@@ -390,7 +187,7 @@ class Simulation:
         for round_ in sorted(self.admin.rounds(self.project_id), key=lambda r: r.id):
             if round_.id not in seen and round_.status in ("done", "failed"):
                 seen.add(round_.id)
-                self.record(round_, _seconds(round_.created_at, round_.finished_at))
+                self.record(round_, seconds_between(round_.created_at, round_.finished_at))
 
     def _finish_live(self, team: AnnotatorTeam, seen: set[int]) -> None:
         """Make sure the last recorded round trained on every label made."""
@@ -457,7 +254,7 @@ def _check_catalog(admin: Client, config: RunConfig) -> None:
     if tuple(catalog["phases"]) != PHASES[:-1]:
         raise RuntimeError(
             f"the service's round phases {catalog['phases']} differ from the ones this "
-            f"simulator records {list(PHASES[:-1])}: update simulate.runner.PHASES and the "
+            f"simulator records {list(PHASES[:-1])}: update simulate.records.PHASES and the "
             "RoundRecord columns"
         )
 
@@ -514,9 +311,3 @@ def run_one(
             ),
         },
     )
-
-
-def result_json(result: RunResult) -> dict[str, Any]:
-    summary = asdict(result)
-    summary.pop("records")
-    return summary

@@ -19,8 +19,10 @@ from core.settings import Settings
 from core.tables import Project, Role
 from simulate.client import Client
 from simulate.datasets import load_dataset
-from simulate.runner import PHASES as RECORDED_PHASES
-from simulate.runner import Archives, RunConfig, run_one
+from simulate.records import PHASES as RECORDED_PHASES
+from simulate.records import RunConfig
+from simulate.runner import run_one
+from simulate.upload import Archives
 from tests.app.conftest import free_port
 
 

@@ -30,8 +30,8 @@ from simulate.report import (
     percentile,
     threshold_table,
 )
-from simulate.runner import build_zip
 from simulate.service import parse_token
+from simulate.upload import build_zip
 
 # --- datasets -----------------------------------------------------------------------------
 
