@@ -1,5 +1,9 @@
 """Acquisition speed and memory: nextlabel next to batchbald_redux and Baal on one pool.
 
+One piece because it is one command line talking to itself: the driver runs this file again
+with `--worker` for each contender, and the worker times that contender and prints the one
+JSON line the driver reads, so both ends of that exchange, and the contenders, sit together.
+
 Every contender runs in its own subprocess on the same synthetic pool (regenerated from the
 same seed), so peak RSS is per contender. Times are medians over --repeats runs after one
 warm-up call on a tiny pool; CPU time (user + system, all threads) and, where perf can count

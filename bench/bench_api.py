@@ -1,5 +1,9 @@
 """Benchmark the API on a 100k-item project: /next latency, label throughput, export time.
 
+One piece because it is one script run by hand, imported by nothing: its stages (build the
+database, start the server on it, drive the load, time the export) pass one Fixture and one
+Server along and print one report, top to bottom in the order they run.
+
 Prints figures; it is not a test. For each backend (SQLite, then PostgreSQL at
 127.0.0.1:5432 if reachable) it builds a fresh database with 100,000 pool items (bulk
 inserted; they share one stored PNG but each has its own sha256), starts

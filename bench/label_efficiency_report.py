@@ -1,5 +1,9 @@
 """docs/results.md and docs/plots/*.png from whatever cells of the grid finished.
 
+One piece because it fills one template: each section below is one `${name}` field of
+label_efficiency_results.md.tmpl, computed from the rows and curve groups `write_results`
+loads once; the grid's plan, the probe and the ablation already live in modules of their own.
+
 The prose is label_efficiency_results.md.tmpl, a string.Template whose `${name}` fields are
 the sections built here; every number in them is read off the cells' rounds.csv (and the
 probe's and the sampler ablation's files).

@@ -1,5 +1,10 @@
 """Labels, undo, skip and unskip. `Item.label_count` changes in the same transaction.
 
+One piece because labelling, its Idempotency-Key replay and undo are one lifecycle of the
+(item, annotator) row, written by the Core statements built once below (a quarter of the
+module) and kept in step with `Item.label_count`; skip and unskip hand the lease back the
+way undo does. Split, each part would import the others' statements.
+
 Each (item, annotator) has at most one current label (a partial unique index). A new label
 retires the old one (is_current=False, retired_at=now) and undo marks it undone; rows are
 never deleted, so the history stays.
