@@ -13,21 +13,32 @@ import sys
 import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Annotated, Any, TextIO, TypeVar
+from typing import Annotated, Any, BinaryIO, TextIO, TypeVar
 
 import numpy as np
 import typer
 import uvicorn
 from pydantic import ValidationError
+from sqlalchemy.orm import Session, sessionmaker
 from tqdm import tqdm
 
 from app.cli_checks import Refused, describe, require_database, require_free_port
 from app.demo import ensure_demo, tokens_path
 from app.main import create_app
-from app.schemas import ExportFormat, ImportReport, ProjectCreate, ProjectSettings
+from app.schemas import ImportReport, ProjectCreate, ProjectSettings
 from app.services import ServiceError
 from app.services.annotators import create_annotator
-from app.services.export import export_rows, render
+from app.services.export import (
+    ExportKind,
+    PredictionsAs,
+    export_rows,
+    imagefolder_zip,
+    labelled_pages,
+    prediction_pages,
+    predictions_summary,
+    render,
+    render_predictions,
+)
 from app.services.imports import (
     ImportRefused,
     Listing,
@@ -47,7 +58,7 @@ from core.logs import configure_logging
 from core.migrate import upgrade_database
 from core.settings import REPO_ROOT, Settings, get_settings
 from core.storage import LocalImageStore
-from core.tables import Role, Split
+from core.tables import Project, Role, Split
 
 T = TypeVar("T")
 
@@ -256,19 +267,72 @@ def project_create(
 @cli.command()
 def export(
     project: Annotated[str, typer.Argument(help="Project id or name.")],
-    fmt: Annotated[ExportFormat, typer.Option("--format", help="csv, json or jsonl.")] = "csv",
+    fmt: Annotated[
+        ExportKind,
+        typer.Option(
+            "--format",
+            help="csv, json or jsonl (the labels), imagefolder (a zip of the labelled images) "
+            "or predictions (the latest round's, for every pool item).",
+        ),
+    ] = "csv",
+    as_: Annotated[
+        PredictionsAs | None,
+        typer.Option("--as", help="How predictions are written: csv (default) or jsonl."),
+    ] = None,
     out: Annotated[Path | None, typer.Option(help="File to write (default: stdout).")] = None,
     data_dir: DataDir = None,
 ) -> None:
-    """Write the project's current labels."""
+    """Write the project's current labels, an ImageFolder zip of them, or its predictions."""
+    if as_ is not None and fmt != "predictions":
+        typer.echo("error: --as is for --format predictions only", err=True)
+        raise typer.Exit(code=2)
+    if fmt == "imagefolder" and out is None and sys.stdout.isatty():
+        typer.echo("error: a zip is not for a terminal: give --out FILE", err=True)
+        raise typer.Exit(code=2)
     settings = _settings(data_dir, existing=True)
     factory = make_session_factory(make_engine(settings.resolved_database_url))
     with factory() as session:
         target = _or_exit(lambda: find_project(session=session, ref=project))
-    chunks = render(export_rows(session_factory=factory, project_id=target.id), fmt=fmt)
+    if fmt == "imagefolder":
+        pages = labelled_pages(session_factory=factory, project_id=target.id)
+        store = LocalImageStore(settings.image_dir)
+        with _output_bytes(out) as binary:
+            for data in imagefolder_zip(pages=pages, store=store, classes=target.classes):
+                binary.write(data)
+        return
+    if fmt == "predictions":
+        chunks = _predictions(factory, target, as_=as_ or "csv")
+    else:
+        chunks = render(export_rows(session_factory=factory, project_id=target.id), fmt=fmt)
     with _output(out) as stream:
         for chunk in chunks:
             stream.write(chunk)
+
+
+def _predictions(
+    factory: sessionmaker[Session], project: Project, *, as_: PredictionsAs
+) -> Iterator[str]:
+    """The latest round's predictions, after saying on stderr which round and what it lacks."""
+    with factory() as session:
+        summary = _or_exit(lambda: predictions_summary(session=session, project_id=project.id))
+    typer.echo(
+        f"round {summary.round_id}: {summary.pool_items} pool items, "
+        f"{summary.without_prediction} without a prediction",
+        err=True,
+    )
+    pages = prediction_pages(
+        session_factory=factory, project_id=project.id, round_id=summary.round_id
+    )
+    return render_predictions(pages, classes=project.classes, as_=as_)
+
+
+@contextlib.contextmanager
+def _output_bytes(path: Path | None) -> Iterator[BinaryIO]:
+    if path is None:
+        yield sys.stdout.buffer
+        return
+    with path.open("wb") as handle:
+        yield handle
 
 
 @cli.command("create-user")

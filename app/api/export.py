@@ -1,4 +1,4 @@
-"""Streamed export of the current labels."""
+"""Streamed export: the current labels (csv, json, jsonl), an ImageFolder zip, predictions."""
 
 from __future__ import annotations
 
@@ -9,35 +9,145 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import StreamingResponse
 
 from app.api.params import ProjectId
-from app.deps import API_PREFIX, AdminUser, SessionDep
-from app.schemas import ExportFormat
-from app.services.export import COLUMNS, MEDIA_TYPES, export_rows, render
+from app.deps import API_PREFIX, AdminUser, SessionDep, StoreDep
+from app.services import Invalid
+from app.services.export import (
+    COLUMNS,
+    MANIFEST_COLUMNS,
+    MEDIA_TYPES,
+    PREDICTION_COLUMNS,
+    PROBABILITY_PREFIX,
+    ExportKind,
+    PredictionsAs,
+    export_rows,
+    imagefolder_zip,
+    labelled_pages,
+    prediction_pages,
+    predictions_summary,
+    render,
+    render_predictions,
+)
 from app.services.projects import get_visible_project
+from app.services.webhooks import announce_export
+from core.tables import Project
 
 router = APIRouter(prefix=f"{API_PREFIX}/projects", tags=["export"])
+
+# Headers of a predictions export: what its rows come from, counted when it starts.
+ROUND_HEADER = "X-Predictions-Round"
+POOL_HEADER = "X-Pool-Items"
+WITHOUT_HEADER = "X-Items-Without-Prediction"
+_INTEGER_HEADER = {"schema": {"type": "integer"}, "required": False}
+
+_DESCRIPTION = f"""Everything streams; admins only.
+
+- `format=csv|json|jsonl`: the current labels, one row per item and annotator. Columns:
+  {", ".join(COLUMNS)}.
+- `format=imagefolder`: a zip (`application/zip`) in the ImageFolder layout:
+  `train/<class>/<file>` for labelled pool items (the majority of their current labels),
+  `val/<class>/<file>` for validation items with a known label, and `manifest.csv`
+  ({",".join(MANIFEST_COLUMNS)}; split is train or val) listing every image. Upload it to a
+  project with the same classes and each image gets the same label and use. Items whose
+  annotators are tied (and any whose image cannot be read) are left out and listed in
+  `excluded.csv`. Names that are not safe as paths are percent-encoded; a file name already
+  taken in its folder gets the item id in front.
+- `format=predictions`: the latest done round's prediction for every pool item, as CSV
+  (default) or JSON Lines (`as=jsonl`). Columns: {", ".join(PREDICTION_COLUMNS)}, then one
+  `{PROBABILITY_PREFIX}<class>` column per class (in JSON Lines, `probabilities` maps class
+  to probability). `entropy` is the predictive entropy in nats, `score` the round's
+  acquisition score. Items the round did not score (uploaded after it, or labelled when it
+  ran) have empty prediction columns; `{WITHOUT_HEADER}` counts them. 409 before any round
+  has finished.
+"""
 
 
 @router.get(
     "/{project_id}/export",
-    summary="Current labels, one row per item and annotator, streamed",
+    summary="Labels, an ImageFolder zip, or the latest predictions, streamed",
     response_class=StreamingResponse,
-    responses={200: {"content": {media: {} for media in MEDIA_TYPES.values()}}},
-    description="Columns: " + ", ".join(COLUMNS) + ".",
+    responses={
+        200: {
+            "description": "The export, streamed (chunked).",
+            "content": {media: {} for media in dict.fromkeys(MEDIA_TYPES.values())},
+            "headers": {
+                ROUND_HEADER: {
+                    **_INTEGER_HEADER,
+                    "description": "format=predictions: the round the predictions come from.",
+                },
+                POOL_HEADER: {
+                    **_INTEGER_HEADER,
+                    "description": "format=predictions: the pool items listed.",
+                },
+                WITHOUT_HEADER: {
+                    **_INTEGER_HEADER,
+                    "description": "format=predictions: listed pool items without a prediction.",
+                },
+            },
+        },
+        409: {"description": "format=predictions: no round has finished yet"},
+    },
+    description=_DESCRIPTION,
 )
-def export_labels(
+def export_project(
     project_id: ProjectId,
     request: Request,
     session: SessionDep,
+    store: StoreDep,
     admin: AdminUser,
-    fmt: Annotated[ExportFormat, Query(alias="format")] = "csv",
+    fmt: Annotated[
+        ExportKind,
+        Query(alias="format", description="csv, json, jsonl (labels), imagefolder, predictions."),
+    ] = "csv",
+    as_: Annotated[
+        PredictionsAs | None,
+        Query(alias="as", description="format=predictions only: csv (default) or jsonl."),
+    ] = None,
 ) -> StreamingResponse:
     project = get_visible_project(session=session, user=admin, project_id=project_id)
-    pages = export_rows(session_factory=request.app.state.session_factory, project_id=project.id)
+    if as_ is not None and fmt != "predictions":
+        raise Invalid(f"`as` chooses how predictions are written; format={fmt} has one form.")
+    announce_export(session=session, project=project, fmt=fmt, admin=admin)
+    factory = request.app.state.session_factory
+    if fmt == "imagefolder":
+        pages = labelled_pages(session_factory=factory, project_id=project.id)
+        return StreamingResponse(
+            imagefolder_zip(pages=pages, store=store, classes=project.classes),
+            media_type=MEDIA_TYPES["imagefolder"],
+            headers=_download(project, "imagefolder.zip"),
+        )
+    if fmt == "predictions":
+        return _predictions(project, request=request, session=session, as_=as_ or "csv")
+    rows = export_rows(session_factory=factory, project_id=project.id)
     return StreamingResponse(
-        render(pages, fmt=fmt),
+        render(rows, fmt=fmt),
         media_type=MEDIA_TYPES[fmt],
-        headers={"Content-Disposition": attachment(f"{project.name}-labels.{fmt}")},
+        headers=_download(project, f"labels.{fmt}"),
     )
+
+
+def _predictions(
+    project: Project, *, request: Request, session: SessionDep, as_: PredictionsAs
+) -> StreamingResponse:
+    summary = predictions_summary(session=session, project_id=project.id)
+    pages = prediction_pages(
+        session_factory=request.app.state.session_factory,
+        project_id=project.id,
+        round_id=summary.round_id,
+    )
+    return StreamingResponse(
+        render_predictions(pages, classes=project.classes, as_=as_),
+        media_type=MEDIA_TYPES[as_],
+        headers={
+            **_download(project, f"predictions-round{summary.round_id}.{as_}"),
+            ROUND_HEADER: str(summary.round_id),
+            POOL_HEADER: str(summary.pool_items),
+            WITHOUT_HEADER: str(summary.without_prediction),
+        },
+    )
+
+
+def _download(project: Project, suffix: str) -> dict[str, str]:
+    return {"Content-Disposition": attachment(f"{project.name}-{suffix}")}
 
 
 # Kept in the quoted fallback: printable ASCII but for the quoted-string's specials (`"`,

@@ -1,4 +1,5 @@
-"""Streamed export of a project's current labels as CSV, JSON or JSON Lines.
+"""Streamed exports of a project: its current labels (CSV, JSON, JSON Lines), an ImageFolder
+zip of its labelled images, and the latest round's predictions for its pool.
 
 Rows are read in keyset pages (label id > last id, walking ix_labels_project_id) with a
 short-lived session per page rather than one long server-side cursor: a slow download then
@@ -7,18 +8,38 @@ holds no connection and no snapshot, and 100k labels stream in a few hundred KB 
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import csv
 import io
 import json
-from collections.abc import Iterator
+import math
+import posixpath
+import tempfile
+import zipfile
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import IO, Any, Literal
 
-from sqlalchemy import select
+from sqlalchemy import and_, func, or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.schemas import ExportFormat
-from core.tables import Annotator, Item, Label, is_current
+from app.services import Conflict
+from app.services.manifests import is_manifest_name
+from core.storage import ImageStore
+from core.tables import (
+    Annotator,
+    Item,
+    Label,
+    Prediction,
+    Round,
+    RoundStatus,
+    Split,
+    is_current,
+    utcnow,
+)
 
 COLUMNS = (
     "item_id",
@@ -30,10 +51,13 @@ COLUMNS = (
     "ms_spent",
     "round_id",
 )
+# What `format` names: the labels in one of three encodings, or another export.
+ExportKind = Literal["csv", "json", "jsonl", "imagefolder", "predictions"]
 MEDIA_TYPES: dict[str, str] = {
     "csv": "text/csv; charset=utf-8",
     "json": "application/json",
     "jsonl": "application/x-ndjson",
+    "imagefolder": "application/zip",
 }
 PAGE_SIZE = 5000
 
@@ -92,7 +116,7 @@ def _iso(moment: datetime) -> str:
 def render(pages: Iterator[list[Row]], *, fmt: ExportFormat) -> Iterator[str]:
     """Text chunks of the export, one per page (plus framing)."""
     if fmt == "csv":
-        yield from _render_csv(pages)
+        yield from _render_csv(pages, header=COLUMNS)
     elif fmt == "jsonl":
         for page in pages:
             yield "".join(json.dumps(dict(zip(COLUMNS, row, strict=True))) + "\n" for row in page)
@@ -100,10 +124,12 @@ def render(pages: Iterator[list[Row]], *, fmt: ExportFormat) -> Iterator[str]:
         yield from _render_json(pages)
 
 
-def _render_csv(pages: Iterator[list[Row]]) -> Iterator[str]:
+def _render_csv(
+    pages: Iterable[Sequence[Sequence[Any]]], *, header: Sequence[str]
+) -> Iterator[str]:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(COLUMNS)
+    writer.writerow(header)
     for page in pages:
         writer.writerows(page)
         yield buffer.getvalue()
@@ -121,3 +147,450 @@ def _render_json(pages: Iterator[list[Row]]) -> Iterator[str]:
         yield separator + body
         separator = ",\n"
     yield "\n]\n"
+
+
+# --- the current model's predictions ------------------------------------------------------
+
+PREDICTION_COLUMNS = (
+    "item_id",
+    "filename",
+    "sha256",
+    "label_count",
+    "round_id",
+    "predicted",
+    "confidence",
+    "entropy",
+    "score",
+)
+# Each class's probability is a CSV column of its own, named with this prefix (no fixed
+# column starts with it, so no class name can collide with one).
+PROBABILITY_PREFIX = "p_"
+PredictionsAs = Literal["csv", "jsonl"]
+
+
+@dataclass(frozen=True)
+class PredictionsSummary:
+    """Which round the predictions come from, and how many pool items it left out."""
+
+    round_id: int
+    pool_items: int
+    without_prediction: int
+
+
+@dataclass(frozen=True)
+class PredictionRow:
+    item_id: int
+    filename: str
+    sha256: str
+    label_count: int
+    round_id: int | None  # None: the round made no prediction for this item
+    predicted: str | None
+    confidence: float | None
+    probabilities: list[float] | None
+    score: float | None
+
+    @property
+    def entropy(self) -> float | None:
+        return None if self.probabilities is None else predictive_entropy(self.probabilities)
+
+
+def predictive_entropy(probabilities: Iterable[float]) -> float:
+    """H[p] = -sum_c p_c ln p_c in nats: 0 when certain, ln C when uniform over C classes.
+
+    `probabilities` is the stored predictive distribution (the MC-dropout samples' mean), so
+    this is the total uncertainty BALD splits into its epistemic and aleatoric parts.
+    """
+    return 0.0 - sum(p * math.log(p) for p in probabilities if p > 0)
+
+
+def predictions_summary(*, session: Session, project_id: int) -> PredictionsSummary:
+    """The latest done round and how many pool items it has no prediction for (items
+    uploaded after it, and items that were labelled when it ran, which it does not score).
+
+    Raises:
+        Conflict: no round of the project has finished yet.
+    """
+    round_id = session.scalar(
+        select(Round.id)
+        .where(Round.project_id == project_id, Round.status == RoundStatus.done)
+        .order_by(Round.id.desc())
+        .limit(1)
+    )
+    if round_id is None:
+        raise Conflict("No round has finished yet, so there are no predictions to export.")
+    pool = (Item.project_id == project_id, Item.split == Split.pool)
+    pool_items = session.scalar(select(func.count()).select_from(Item).where(*pool)) or 0
+    predicted = session.scalar(
+        select(func.count())
+        .select_from(Prediction)
+        .join(Item, Item.id == Prediction.item_id)
+        .where(Prediction.round_id == round_id, *pool)
+    )
+    return PredictionsSummary(round_id, pool_items, pool_items - (predicted or 0))
+
+
+def prediction_pages(
+    *,
+    session_factory: sessionmaker[Session],
+    project_id: int,
+    round_id: int,
+    page_size: int = PAGE_SIZE,
+) -> Iterator[list[PredictionRow]]:
+    """Pages of every pool item in id order, each with round `round_id`'s prediction if any."""
+    last_id = 0
+    while True:
+        with session_factory() as session:
+            page = session.execute(
+                select(
+                    Item.id,
+                    Item.filename,
+                    Item.sha256,
+                    Item.label_count,
+                    Prediction.round_id,
+                    Prediction.predicted,
+                    Prediction.confidence,
+                    Prediction.probabilities,
+                    Prediction.score,
+                )
+                .outerjoin(
+                    Prediction,
+                    and_(Prediction.item_id == Item.id, Prediction.round_id == round_id),
+                )
+                .where(Item.project_id == project_id, Item.split == Split.pool, Item.id > last_id)
+                .order_by(Item.id)
+                .limit(page_size)
+            ).all()
+        if not page:
+            return
+        last_id = page[-1][0]
+        yield [PredictionRow(*values) for values in page]
+        if len(page) < page_size:
+            return
+
+
+def prediction_columns(classes: Sequence[str]) -> list[str]:
+    """The CSV header: the fixed columns, then one probability column per class."""
+    return [*PREDICTION_COLUMNS, *(PROBABILITY_PREFIX + name for name in classes)]
+
+
+def render_predictions(
+    pages: Iterator[list[PredictionRow]], *, classes: Sequence[str], as_: PredictionsAs
+) -> Iterator[str]:
+    """Text chunks, one per page: CSV with a column per class, or JSON Lines whose
+    `probabilities` maps each class to its probability (null without a prediction)."""
+    if as_ == "jsonl":
+        for page in pages:
+            yield "".join(json.dumps(_prediction_record(row, classes)) + "\n" for row in page)
+        return
+    cells = (
+        [[*_fixed_cells(row), *_probability_cells(row, classes)] for row in page] for page in pages
+    )
+    yield from _render_csv(cells, header=prediction_columns(classes))
+
+
+def _fixed_cells(row: PredictionRow) -> list[Any]:
+    return [
+        row.item_id,
+        row.filename,
+        row.sha256,
+        row.label_count,
+        row.round_id,
+        row.predicted,
+        row.confidence,
+        row.entropy,
+        row.score,
+    ]
+
+
+def _probability_cells(row: PredictionRow, classes: Sequence[str]) -> list[float | None]:
+    # A class added after the round has no probability from it: its cell stays empty.
+    stored = row.probabilities or []
+    return [stored[index] if index < len(stored) else None for index in range(len(classes))]
+
+
+def _prediction_record(row: PredictionRow, classes: Sequence[str]) -> dict[str, Any]:
+    record = dict(zip(PREDICTION_COLUMNS, _fixed_cells(row), strict=True))
+    probabilities = None
+    if row.probabilities is not None:
+        probabilities = dict(zip(classes, _probability_cells(row, classes), strict=True))
+    record["probabilities"] = probabilities
+    return record
+
+
+# --- the ImageFolder zip --------------------------------------------------------------------
+
+IMAGEFOLDER_MANIFEST = "manifest.csv"
+IMAGEFOLDER_EXCLUDED = "excluded.csv"
+MANIFEST_COLUMNS = ("filename", "label", "split")
+EXCLUDED_COLUMNS = ("item_id", "filename", "sha256", "reason")
+# The top folders, in the words the import reads back (app.services.manifests): labelled
+# pool items train, validation items' known labels validate.
+TRAIN_FOLDER = "train"
+VAL_FOLDER = "val"
+# Bytes the zip gathers before handing a chunk to the response.
+ZIP_CHUNK_BYTES = 1024 * 1024
+# Kept in memory until then, spilled to a temporary file past it.
+_SPOOL_BYTES = 1024 * 1024
+# Characters a path segment cannot hold on some file system (or that would make it a path),
+# and `%` so that percent-encoding them stays reversible.
+_PATH_SPECIALS = frozenset('/\\%:*?"<>|')
+# Base names the import passes over as operating-system litter (app.services.imports).
+_LITTER = frozenset({"thumbs.db", "desktop.ini"})
+
+
+@dataclass(frozen=True)
+class ExportedItem:
+    """A labelled pool item or a validation item with a known label, and its label."""
+
+    item_id: int
+    filename: str
+    sha256: str
+    file_key: str
+    created_at: datetime
+    split: Split
+    label: str | None  # None: annotators are tied (see `votes`)
+    votes: dict[str, int]
+
+
+def resolve_label(votes: Mapping[str, int]) -> str | None:
+    """The label most current labels give; None when the most are tied between labels."""
+    ranked = collections.Counter(votes).most_common(2)
+    if not ranked or (len(ranked) == 2 and ranked[0][1] == ranked[1][1]):
+        return None
+    return ranked[0][0]
+
+
+def labelled_pages(
+    *, session_factory: sessionmaker[Session], project_id: int, page_size: int = PAGE_SIZE
+) -> Iterator[list[ExportedItem]]:
+    """Pages, in id order, of pool items with current labels (resolved by majority) and
+    validation items with known labels."""
+    last_id = 0
+    while True:
+        with session_factory() as session:
+            items = session.execute(_labelled_items(project_id, last_id, page_size)).all()
+            votes = _votes(session, [row.id for row in items if row.split == Split.pool])
+        if not items:
+            return
+        last_id = items[-1].id
+        yield [_exported(row, votes.get(row.id, {})) for row in items]
+        if len(items) < page_size:
+            return
+
+
+def _labelled_items(project_id: int, after_id: int, limit: int) -> Any:
+    labelled_pool = and_(Item.split == Split.pool, Item.label_count > 0)
+    known = and_(Item.split == Split.validation, Item.known_label.is_not(None))
+    return (
+        select(
+            Item.id,
+            Item.filename,
+            Item.sha256,
+            Item.file_key,
+            Item.created_at,
+            Item.split,
+            Item.known_label,
+        )
+        .where(Item.project_id == project_id, Item.id > after_id, or_(labelled_pool, known))
+        .order_by(Item.id)
+        .limit(limit)
+    )
+
+
+def _votes(session: Session, item_ids: list[int]) -> dict[int, dict[str, int]]:
+    if not item_ids:
+        return {}
+    rows = session.execute(
+        select(Label.item_id, Label.label, func.count())
+        .where(Label.item_id.in_(item_ids), is_current())
+        .group_by(Label.item_id, Label.label)
+    ).all()
+    votes: dict[int, dict[str, int]] = collections.defaultdict(dict)
+    for item_id, label, count in rows:
+        votes[item_id][label] = count
+    return votes
+
+
+def _exported(row: Any, votes: dict[str, int]) -> ExportedItem:
+    if row.split == Split.validation:
+        label, votes = row.known_label, {row.known_label: 1}
+    else:
+        label = resolve_label(votes)
+    return ExportedItem(
+        row.id, row.filename, row.sha256, row.file_key, row.created_at, row.split, label, votes
+    )
+
+
+def imagefolder_zip(
+    *,
+    pages: Iterable[list[ExportedItem]],
+    store: ImageStore,
+    classes: Sequence[str],
+    chunk_bytes: int = ZIP_CHUNK_BYTES,
+) -> Iterator[bytes]:
+    """A zip in the ImageFolder layout, as byte chunks of about `chunk_bytes`.
+
+    `train/<class>/<file>` holds labelled pool items (the majority of their current labels),
+    `val/<class>/<file>` validation items' known labels; `manifest.csv` (filename,label,split)
+    lists every image, so importing the zip into a project with these classes gives each
+    image the same label and use, whatever its folder is named. Items left out (annotators
+    tied, a label that is no longer a class, an image missing from the store) are listed in
+    `excluded.csv`, written only when there are some. The zip goes to a stream that never
+    seeks (data descriptors), so memory holds one image, one chunk, the names used so far,
+    and the manifest up to a spill threshold.
+    """
+    sink = _Sink()
+    names = _Names()
+    left_out = 0
+    with contextlib.ExitStack() as stack:
+        manifest_file = stack.enter_context(_spool())
+        excluded_file = stack.enter_context(_spool())
+        manifest = csv.writer(manifest_file, lineterminator="\n")
+        manifest.writerow(MANIFEST_COLUMNS)
+        excluded = csv.writer(excluded_file, lineterminator="\n")
+        excluded.writerow(EXCLUDED_COLUMNS)
+        archive = stack.enter_context(zipfile.ZipFile(sink, "w", allowZip64=True))
+        for page in pages:
+            for item in page:
+                placed = _add_image(archive, item, store=store, classes=classes, names=names)
+                if isinstance(placed, LeftOut):
+                    excluded.writerow((item.item_id, item.filename, item.sha256, placed.reason))
+                    left_out += 1
+                else:
+                    manifest.writerow((placed, item.label, _split_folder(item.split)))
+                if sink.size >= chunk_bytes:
+                    yield sink.take()
+        yield from _add_text(archive, IMAGEFOLDER_MANIFEST, manifest_file, sink, chunk_bytes)
+        if left_out:
+            yield from _add_text(archive, IMAGEFOLDER_EXCLUDED, excluded_file, sink, chunk_bytes)
+    yield sink.take()
+
+
+@dataclass(frozen=True)
+class LeftOut:
+    reason: str
+
+
+def _add_image(
+    archive: zipfile.ZipFile,
+    item: ExportedItem,
+    *,
+    store: ImageStore,
+    classes: Sequence[str],
+    names: _Names,
+) -> str | LeftOut:
+    """Write the item's image to the archive and answer its path, or why it is left out."""
+    if item.label is None and not item.votes:
+        return LeftOut("no current label")
+    if item.label is None:
+        tally = ", ".join(f"{label} {count}" for label, count in sorted(item.votes.items()))
+        return LeftOut(f"annotators are tied ({tally})")
+    if item.label not in classes:
+        return LeftOut(f"label {item.label!r} is not one of the project's classes")
+    try:
+        data = store.get(item.file_key)
+    except (OSError, ValueError) as exc:
+        return LeftOut(f"the image cannot be read from the store ({type(exc).__name__})")
+    folder = f"{_split_folder(item.split)}/{path_segment(item.label)}"
+    path = names.claim(folder, item.filename, item_id=item.item_id)
+    info = zipfile.ZipInfo(path, date_time=_zip_time(item.created_at))
+    info.compress_type = zipfile.ZIP_STORED  # image formats are compressed already
+    info.external_attr = 0o644 << 16
+    archive.writestr(info, data)
+    return path
+
+
+def _split_folder(split: Split) -> str:
+    return TRAIN_FOLDER if split == Split.pool else VAL_FOLDER
+
+
+def _add_text(
+    archive: zipfile.ZipFile, name: str, spool: IO[str], sink: _Sink, chunk_bytes: int
+) -> Iterator[bytes]:
+    """Copy a spooled text file into the archive, deflated."""
+    spool.seek(0)
+    info = zipfile.ZipInfo(name, date_time=_zip_time(utcnow()))
+    info.compress_type = zipfile.ZIP_DEFLATED
+    info.external_attr = 0o644 << 16
+    with archive.open(info, "w") as target:
+        while text := spool.read(_SPOOL_BYTES):
+            target.write(text.encode("utf-8"))
+            if sink.size >= chunk_bytes:
+                yield sink.take()
+
+
+def _zip_time(moment: datetime) -> tuple[int, int, int, int, int, int]:
+    # Zip timestamps are local-time fields from 1980 on; UTC, as every time nextlabel writes.
+    utc = moment.astimezone(UTC) if moment.tzinfo else moment
+    return max(utc.timetuple()[:6], (1980, 1, 1, 0, 0, 0))
+
+
+def path_segment(name: str) -> str:
+    """`name` as one folder or file name on any file system, reversibly: path separators,
+    characters Windows refuses, control characters and `%` itself are percent-encoded, and
+    so are the dots of a name of dots only (`.`, `..`). Ordinary names are unchanged."""
+    encoded = "".join(
+        f"%{ord(char):02X}" if char in _PATH_SPECIALS or not char.isprintable() else char
+        for char in name
+    )
+    if encoded and not encoded.strip("."):
+        encoded = encoded.replace(".", "%2E")
+    return encoded
+
+
+class _Names:
+    """Unique file names per folder, compared as case-insensitive file systems do.
+
+    An image keeps its base name unless the import would not read it back as an image
+    (hidden files, operating-system litter, manifest names) or an earlier image in its
+    folder has it: then the item id goes in front (`17-x.png`).
+    """
+
+    def __init__(self) -> None:
+        self._used: set[str] = set()
+
+    def claim(self, folder: str, filename: str, *, item_id: int) -> str:
+        base = path_segment(posixpath.basename(filename.replace("\\", "/")))
+        if not base or base.startswith(".") or base.lower() in _LITTER or is_manifest_name(base):
+            base = f"{item_id}-{base or 'image'}"
+        path = f"{folder}/{base}"
+        while path.casefold() in self._used:
+            base = f"{item_id}-{base}"
+            path = f"{folder}/{base}"
+        self._used.add(path.casefold())
+        return path
+
+
+class _Sink(io.RawIOBase):
+    """A write-only stream that gathers bytes for the next chunk.
+
+    It cannot seek or tell, so zipfile writes each entry's sizes after its data (data
+    descriptors) and counts offsets itself.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._parts: list[bytes] = []
+        self.size = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        chunk = bytes(data)
+        self._parts.append(chunk)
+        self.size += len(chunk)
+        return len(chunk)
+
+    def take(self) -> bytes:
+        chunk = b"".join(self._parts)
+        self._parts.clear()
+        self.size = 0
+        return chunk
+
+
+def _spool() -> IO[str]:
+    """A text file kept in memory up to `_SPOOL_BYTES`, then on disk."""
+    return tempfile.SpooledTemporaryFile(
+        max_size=_SPOOL_BYTES, mode="w+", encoding="utf-8", newline=""
+    )
