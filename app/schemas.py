@@ -29,9 +29,12 @@ from core.tables import (
     INT32_MIN,
     LABEL_LENGTH,
     PROJECT_NAME_LENGTH,
+    WEBHOOK_URL_LENGTH,
+    DeliveryStatus,
     Role,
     RoundStatus,
     Split,
+    WebhookEvent,
 )
 
 ItemStatus = Literal["labelled", "unlabelled", "validation"]
@@ -560,3 +563,75 @@ class Catalog(BaseModel):
     strategies: list[CatalogEntry]
     networks: list[CatalogEntry]
     phases: list[CatalogEntry]
+
+
+# --- webhooks -----------------------------------------------------------------------------
+
+# http:// or https:// and then printable ASCII without spaces; the validator below says
+# which of the two a URL broke, and the service checks the rest (a host, a valid port).
+_WEBHOOK_URL_PATTERN = r"^[Hh][Tt][Tt][Pp][Ss]?://[!-~]+$"
+_HTTP_SCHEME = re.compile(r"^[Hh][Tt][Tt][Pp][Ss]?://")
+_PRINTABLE_ASCII = re.compile(r"^[!-~]+$")
+
+
+def _http_url(url: str) -> str:
+    if not _HTTP_SCHEME.match(url):
+        raise PydanticCustomError("url_scheme", "must be an http:// or https:// URL")
+    if not _PRINTABLE_ASCII.match(url):
+        raise PydanticCustomError(
+            "url_characters",
+            "must be printable ASCII without spaces: percent-encode other characters, and "
+            "give an international host name in its xn-- form",
+        )
+    return url
+
+
+WebhookUrl = Annotated[
+    str,
+    StringConstraints(max_length=WEBHOOK_URL_LENGTH),
+    AfterValidator(_http_url),
+    Field(json_schema_extra={"pattern": _WEBHOOK_URL_PATTERN}),
+]
+
+
+class WebhookCreate(RequestModel):
+    url: WebhookUrl = Field(description="Where events are POSTed: an http:// or https:// URL.")
+    events: list[WebhookEvent] = Field(
+        default_factory=lambda: list(WebhookEvent),
+        min_length=1,
+        max_length=len(WebhookEvent),
+        description="The events sent to this URL; all of them if left out.",
+    )
+
+
+class WebhookPublic(ORMModel):
+    id: int
+    project_id: int
+    url: str
+    events: list[WebhookEvent]
+    created_at: UtcDatetime
+
+
+class WebhookCreated(WebhookPublic):
+    secret: str = Field(
+        description="Shown once: the key of each delivery's X-Nextlabel-Signature "
+        "(sha256=HMAC-SHA256 of the body, in hex). Store it; it cannot be read back."
+    )
+
+
+class WebhookDeliveryPublic(ORMModel):
+    id: int
+    webhook_id: int
+    event: WebhookEvent
+    event_id: str = Field(description="The body's `id`, the same for every hook it went to.")
+    status: DeliveryStatus = Field(
+        description="pending: not yet delivered, tried again later; delivered: a 2xx "
+        "answer; failed: no 2xx after the last attempt."
+    )
+    attempts: int
+    last_status_code: int | None = Field(description="The last attempt's HTTP status.")
+    last_error: str | None = Field(description="Why the last attempt failed.")
+    created_at: UtcDatetime
+    last_attempt_at: UtcDatetime | None
+    next_attempt_at: UtcDatetime | None = Field(description="When it is tried next, if pending.")
+    finished_at: UtcDatetime | None

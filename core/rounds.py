@@ -39,7 +39,16 @@ from core.broker import VISIBILITY_TIMEOUT_SECONDS
 from core.db import table_of
 from core.dispatch import due_for_dispatch
 from core.report import RoundMetrics, stored
-from core.tables import ACTIVE_ROUND_STATUSES, Label, Project, Round, RoundStatus, is_current
+from core.tables import (
+    ACTIVE_ROUND_STATUSES,
+    Label,
+    Project,
+    Round,
+    RoundStatus,
+    WebhookEvent,
+    is_current,
+)
+from core.webhooks import emit_round_event
 
 logger = logging.getLogger(__name__)
 
@@ -246,11 +255,13 @@ def _unchanged(rnd: Round) -> Any:
 def _finish_conditionally(
     session: Session, rnd: Round, status: RoundStatus, *, error: str, now: datetime
 ) -> None:
-    session.execute(
+    finished = session.execute(
         _unchanged(rnd)
         .values(status=status, error=error, finished_at=now)
         .execution_options(synchronize_session=False)
     )
+    if status == RoundStatus.failed and finished.rowcount == 1:  # type: ignore[attr-defined]
+        emit_round_event(session, round_id=rnd.id, event=WebhookEvent.round_failed)
 
 
 # --------------------------------------------------------------------------- the fence

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from functools import cached_property
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import model_validator
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_SECRET = "dev-secret-change-me"
@@ -38,6 +38,12 @@ class Settings(BaseSettings):
     migrate_on_start: bool = True
     log_format: Literal["auto", "json", "text"] = "auto"
     log_level: str = "INFO"
+    # Webhook deliveries (core.webhooks): each attempt's time limit, attempts in all, and the
+    # wait before the first retry, doubled after each failure up to the maximum.
+    webhook_timeout_seconds: Annotated[float, Field(gt=0, le=300)] = 10.0
+    webhook_max_attempts: Annotated[int, Field(ge=1, le=100)] = 8
+    webhook_backoff_seconds: Annotated[float, Field(ge=0)] = 30.0
+    webhook_backoff_max_seconds: Annotated[float, Field(ge=0)] = 3600.0
 
     @model_validator(mode="after")
     def _refuse_default_secret_in_production(self) -> Settings:

@@ -5,7 +5,8 @@ Invariants the schema itself enforces (so no process memory is trusted with them
 - one label per (annotator, Idempotency-Key): a partial unique index on labels;
 - one lease per item: the lease's primary key is the item id;
 - at most one queued or running round per project: a partial unique index on rounds;
-- one copy of an image per project: unique (project_id, sha256).
+- one copy of an image per project: unique (project_id, sha256);
+- one delivery of an event per webhook: unique (webhook_id, event_id).
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ LABEL_LENGTH = 200
 PROJECT_NAME_LENGTH = 200
 ANNOTATOR_NAME_LENGTH = 120
 IDEMPOTENCY_KEY_LENGTH = 100
+WEBHOOK_URL_LENGTH = 2000
 
 
 def utcnow() -> datetime:
@@ -78,6 +80,18 @@ class RoundStatus(enum.StrEnum):
 
 
 ACTIVE_ROUND_STATUSES = (RoundStatus.queued, RoundStatus.running)
+
+
+class WebhookEvent(enum.StrEnum):
+    round_done = "round.done"
+    round_failed = "round.failed"
+    labels_exported = "labels.exported"
+
+
+class DeliveryStatus(enum.StrEnum):
+    pending = "pending"
+    delivered = "delivered"
+    failed = "failed"
 
 
 def _enum(cls: type[enum.Enum], name: str) -> Enum:
@@ -317,6 +331,73 @@ class Prediction(Base):
     probabilities: Mapped[list[float]] = mapped_column(JSON)
     # The round's acquisition score for this item: orders the pool once the queue is used up.
     score: Mapped[float] = mapped_column(Float)
+
+
+class Webhook(Base):
+    """A URL that is sent a project's events (core.webhooks)."""
+
+    __tablename__ = "webhooks"
+    __table_args__ = (Index("ix_webhooks_project_id", "project_id", "id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    url: Mapped[str] = mapped_column(String(WEBHOOK_URL_LENGTH))
+    # WebhookEvent values this hook is sent.
+    events: Mapped[list[str]] = mapped_column(JSON)
+    # Kept in the clear, unlike API tokens: the worker signs every delivery with it.
+    secret: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class WebhookDelivery(Base):
+    """One event for one webhook: the body as sent, and how sending it went so far.
+
+    Written in the transaction of the event itself, so the row is the truth: the worker's
+    sender finds pending rows whose `next_attempt_at` has come (core.webhooks).
+    """
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (
+        UniqueConstraint("webhook_id", "event_id", name="uq_webhook_deliveries_event"),
+        Index("ix_webhook_deliveries_webhook_id", "webhook_id", "id"),
+        # The sender's "what is due" walks only pending rows.
+        Index(
+            "ix_webhook_deliveries_due",
+            "next_attempt_at",
+            sqlite_where=text("status = 'pending'"),
+            postgresql_where=text("status = 'pending'"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    webhook_id: Mapped[int] = mapped_column(ForeignKey("webhooks.id", ondelete="CASCADE"))
+    event: Mapped[WebhookEvent] = mapped_column(
+        # Stored as the value receivers see ("round.done"), not the member's name.
+        Enum(
+            WebhookEvent,
+            name="webhook_event",
+            native_enum=False,
+            create_constraint=True,
+            length=16,
+            values_callable=lambda members: [member.value for member in members],
+        )
+    )
+    # Shared by the deliveries of one event to every hook: receivers deduplicate on it.
+    event_id: Mapped[str] = mapped_column(String(36))
+    # The exact bytes signed and sent, every attempt alike (UTF-8 JSON).
+    body: Mapped[str] = mapped_column(Text)
+    status: Mapped[DeliveryStatus] = mapped_column(
+        _enum(DeliveryStatus, "delivery_status"), default=DeliveryStatus.pending
+    )
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    # When the next attempt is due; while an attempt is under way, when its claim lapses.
+    # NULL once delivered or failed.
+    next_attempt_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    last_attempt_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    last_status_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
 
 def is_current() -> ColumnElement[bool]:

@@ -1,5 +1,6 @@
 """The worker's Celery app: the round task, a thin wrapper that takes an id and calls the
-round (worker.round.run), and the signals that recover and sweep rounds (core.rounds).
+round (worker.round.run), and the signals that recover and sweep rounds (core.rounds) and
+start the webhook sender (core.webhooks: due deliveries, sent beside the rounds).
 
 Imported only by worker processes (worker.main), because a round needs torch. One
 `WorkerContext` per process keeps the decoded-image cache warm between rounds.
@@ -20,6 +21,7 @@ from core.dispatch import SWEEP_SECONDS, RoundDispatcher
 from core.logs import configure_logging
 from core.rounds import recover_rounds, sweep_rounds
 from core.settings import Settings
+from core.webhooks import DeliveryPolicy, WebhookSender
 from worker.round.run import WorkerContext, run_round
 
 log = logging.getLogger(__name__)
@@ -74,6 +76,10 @@ def make_worker_app(settings: Settings) -> NextlabelCelery:
     start-up the recovery, then the periodic sweep."""
     app = make_celery(settings)
     sweeper = RoundSweeper(worker_context(app))
+    webhooks = WebhookSender(
+        session_factory=sweeper.context.session_factory,
+        policy=DeliveryPolicy.from_settings(settings),
+    )
 
     @app.task(name=ROUND_TASK, bind=True, acks_late=True, reject_on_worker_lost=True)
     def run_round_task(task: Task, round_id: int) -> dict[str, Any]:
@@ -106,11 +112,13 @@ def make_worker_app(settings: Settings) -> NextlabelCelery:
             log.exception("round recovery at worker start failed")
             sent = []
         sweeper.start()
+        webhooks.start()
         log.info("nextlabel worker ready", extra={"recovered_rounds": sent})
 
     @worker_shutting_down.connect(weak=False)
     def stop_sweeping(**_: Any) -> None:
         """No new rounds once shutdown starts (a warm one lets the running round finish)."""
         sweeper.stop()
+        webhooks.stop()
 
     return app

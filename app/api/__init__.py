@@ -19,11 +19,13 @@ from app.api import (
     projects,
     queue,
     rounds,
+    webhooks,
 )
 
 
 def routers() -> list[APIRouter]:
     modules = (
-        annotators, catalog, projects, items, queue, labels, rounds, metrics, export, health,
+        annotators, catalog, projects, items, queue, labels, rounds, metrics, export, webhooks,
+        health,
     )  # fmt: skip
     return [module.router for module in modules]

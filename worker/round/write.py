@@ -16,7 +16,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from core.report import RoundMetrics, stored
 from core.rounds import Claim, RoundAbandoned, ensure_still_ours, fenced
-from core.tables import Prediction, QueueEntry, Round, RoundStatus
+from core.tables import Prediction, QueueEntry, Round, RoundStatus, WebhookEvent
+from core.webhooks import emit_round_event
 from worker.round.data import (
     NO_LABELS_NOTE,
     NO_VALIDATION_NOTE,
@@ -123,6 +124,7 @@ def _commit_round(
                     session.execute(insert(Prediction), prediction_rows)
                 # The timings must include the write itself: refresh them just before commit.
                 session.execute(_done_row(claim).values(timings=timings()))
+                emit_round_event(session, round_id=claim.round_id, event=WebhookEvent.round_done)
         except IntegrityError as exc:
             # Items or the project vanished under us: if the round is gone, that's a delete.
             ensure_still_ours(session_factory=session_factory, claim=claim)
@@ -184,7 +186,7 @@ def mark_failed(
     session_factory: sessionmaker[Session], claim: Claim, error: str, timings: dict[str, object]
 ) -> None:
     with session_factory() as session, session.begin():
-        session.execute(
+        failed = session.execute(
             fenced(claim).values(
                 status=RoundStatus.failed,
                 error=error[:4000],
@@ -192,3 +194,5 @@ def mark_failed(
                 timings=timings,
             )
         )
+        if failed.rowcount == 1:  # type: ignore[attr-defined]
+            emit_round_event(session, round_id=claim.round_id, event=WebhookEvent.round_failed)
