@@ -1,7 +1,7 @@
 """Start a throwaway nextlabel service for a simulation, or describe one already running.
 
 A local service is the product's embedded default, exactly as a user starts it:
-``nextlabel create-user`` then ``nextlabel serve`` on a fresh data directory, which brings
+``nextlabel migrate``, ``create-user`` then ``serve`` on a fresh data directory, which brings
 up SQLite, the embedded broker and one worker process beside the API.
 """
 
@@ -117,6 +117,8 @@ class LocalService:
             self.data_dir = Path(tempfile.mkdtemp(prefix="nextlabel-sim-"))
             self._owns_dir = not self.keep_data
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        # A fresh data directory gets its database from `migrate`: create-user never makes one.
+        self._cli("migrate")
         token = parse_token(self._cli("create-user", f"sim-admin-{os.getpid()}", "--role", "admin"))
         port = free_port()
         log_path = self.log_path or self.data_dir / "serve.log"
