@@ -589,6 +589,7 @@ def _http_url(url: str) -> str:
 WebhookUrl = Annotated[
     str,
     StringConstraints(max_length=WEBHOOK_URL_LENGTH),
+    _PLAIN,  # first, so a control character is reported as that, as in every other field
     AfterValidator(_http_url),
     Field(json_schema_extra={"pattern": _WEBHOOK_URL_PATTERN}),
 ]

@@ -23,6 +23,7 @@ BODIES: dict[tuple[str, str], dict[str, Any]] = {
     ("post", "/api/v1/projects"): {"name": "p", "classes": ["a", "b"], "seed": 1},
     ("patch", "/api/v1/projects/{project_id}"): {"name": "q", "query_size": 5},
     ("post", "/api/v1/items/{item_id}/labels"): {"label": "cat", "ms_spent": 10},
+    ("post", "/api/v1/projects/{project_id}/webhooks"): {"url": "http://127.0.0.1:9/hook"},
 }
 TOO_BIG = [2**31, 2**63, 10**30]
 
@@ -56,7 +57,7 @@ def _body_schema(api: Api, operation: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def _url(path: str, **values: int) -> str:
-    for name in ("project_id", "item_id", "annotator_id", "round_id"):
+    for name in ("project_id", "item_id", "annotator_id", "round_id", "webhook_id"):
         path = path.replace("{" + name + "}", str(values.get(name, 1)))
     assert "{" not in path, f"a path parameter this test does not know: {path}"
     return path
@@ -196,7 +197,7 @@ def test_every_string_of_a_json_body_refuses_control_characters(api: Api, bad: s
             assert loc in _locs(response), (path, name, response.json())
             assert f"U+{ord(bad):04X}" in response.json()["detail"]
             checked.add(name)
-    assert checked == {"name", "classes", "label"}
+    assert checked == {"name", "classes", "label", "url"}
 
 
 def test_nul_in_names_stores_nothing(api: Api) -> None:
