@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from simulate.client import Client, LabelReply, NextItem
+from nextlabel_client import Client, Label, NextItem
 
 logger = logging.getLogger(__name__)
 
@@ -121,7 +121,7 @@ class AnnotatorTeam:
         )
         self._record(index, reply, served)
 
-    def _record(self, annotator: int, reply: LabelReply, served: NextItem | None) -> LabelEvent:
+    def _record(self, annotator: int, reply: Label, served: NextItem | None) -> LabelEvent:
         if reply.replaced_previous:
             logger.warning("label %s replaced an earlier one: item served twice", reply.id)
         event = LabelEvent(

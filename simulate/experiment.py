@@ -19,7 +19,7 @@ from contextlib import ExitStack
 from dataclasses import asdict, replace
 from pathlib import Path
 
-from simulate.client import Client
+from nextlabel_client import Client
 from simulate.datasets import Dataset, load_dataset
 from simulate.records import RoundRecord, RunConfig, result_json
 from simulate.report import (

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
 
-from simulate.client import Round, RoundDetail
+from nextlabel_client import Round, RoundDetail
 
 INITIAL_PER_CLASS = 2
 # The phases the CSV records, one `<phase>_s` column each: the recorded format of the grid's
@@ -113,7 +113,9 @@ def _phase_seconds(timings: dict[str, Any], phase: str) -> float | None:
 def make_record(
     config: RunConfig, project_id: int, round_: Round, observed_s: float | None
 ) -> RoundRecord:
-    metrics, timings = round_.metrics, round_.timings
+    # As the service sent them: fields it left out stay out of the record.
+    metrics = round_.metrics.model_dump(exclude_unset=True)
+    timings = round_.timings.model_dump(exclude_unset=True)
     record = RoundRecord(
         dataset=config.dataset,
         strategy=config.strategy,

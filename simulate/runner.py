@@ -20,8 +20,8 @@ from collections.abc import Callable
 
 import numpy as np
 
+from nextlabel_client import ApiError, Client, Round, RoundDetail
 from simulate.annotators import AnnotatorTeam, LabelEvent
-from simulate.client import ApiError, Client, Round, RoundDetail
 from simulate.datasets import Dataset, balanced_initial
 from simulate.records import (
     PHASES,
@@ -246,14 +246,14 @@ def setup_team(admin: Client, project_id: int, count: int, base_url: str) -> lis
 def _check_catalog(admin: Client, config: RunConfig) -> None:
     """The strategy and the recorded phases against what the service offers (GET /catalog)."""
     catalog = admin.catalog()
-    if config.strategy not in catalog["strategies"]:
+    strategies, phases = catalog.names("strategies"), catalog.names("phases")
+    if config.strategy not in strategies:
         raise ValueError(
-            f"unknown strategy {config.strategy!r}: the service offers "
-            f"{', '.join(catalog['strategies'])}"
+            f"unknown strategy {config.strategy!r}: the service offers {', '.join(strategies)}"
         )
-    if tuple(catalog["phases"]) != PHASES[:-1]:
+    if tuple(phases) != PHASES[:-1]:
         raise RuntimeError(
-            f"the service's round phases {catalog['phases']} differ from the ones this "
+            f"the service's round phases {phases} differ from the ones this "
             f"simulator records {list(PHASES[:-1])}: update simulate.records.PHASES and the "
             "RoundRecord columns"
         )

@@ -14,7 +14,7 @@ import zipfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
-from simulate.client import Client
+from nextlabel_client import Client
 from simulate.datasets import Dataset, Split, png_bytes
 
 logger = logging.getLogger(__name__)
@@ -74,8 +74,8 @@ def import_dataset(
             report = client.upload_zip(project_id, f"{kind}-{number:03d}.zip", data)
             for skipped in report.skipped:
                 logger.warning("upload skipped %s: %s", skipped.name, skipped.reason)
-    pool_ids = {item.filename: item.id for item in client.list_items(project_id, "unlabelled")}
-    validation = client.list_items(project_id, "validation")
+    pool_ids = {item.filename: item.id for item in client.iter_items(project_id, "unlabelled")}
+    validation = list(client.iter_items(project_id, "validation"))
     if len(validation) != len(dataset.test):
         raise RuntimeError(
             f"{len(validation)} validation items imported, expected {len(dataset.test)}"

@@ -17,7 +17,7 @@ from app.services.annotators import create_annotator
 from core.catalog import PHASES, STRATEGIES
 from core.settings import Settings
 from core.tables import Project, Role
-from simulate.client import Client
+from nextlabel_client import Client
 from simulate.datasets import load_dataset
 from simulate.records import PHASES as RECORDED_PHASES
 from simulate.records import RunConfig
@@ -51,8 +51,8 @@ def admin(app: FastAPI) -> Iterator[Client]:
 
 def test_the_catalog_names_what_the_service_offers(admin: Client) -> None:
     catalog = admin.catalog()
-    assert catalog["strategies"] == list(STRATEGIES)
-    assert tuple(catalog["phases"]) == PHASES == RECORDED_PHASES[:-1]
+    assert catalog.names("strategies") == list(STRATEGIES)
+    assert tuple(catalog.names("phases")) == PHASES == RECORDED_PHASES[:-1]
 
 
 def test_a_strategy_the_service_does_not_offer_is_refused_before_anything_is_made(
