@@ -59,6 +59,7 @@ def test_the_layering_contracts_hold() -> None:
         ("app/broken.py", "import torch\n", "app imports neither worker nor torch"),
         ("worker/broken.py", "from app import schemas\n", "worker does not import app"),
         ("simulate/broken.py", "import core.tables\n", "simulate reaches the service over"),
+        ("nextlabel_client/broken.py", "import app.schemas\n", "nextlabel_client, the public"),
     ],
 )
 def test_a_deliberate_violation_fails_the_check(
