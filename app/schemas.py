@@ -1,6 +1,10 @@
 """Pydantic v2 request and response models: the JSON contract of /api/v1.
 
 The browser UI, the simulator and integrations all speak exactly these shapes.
+
+One module because it is one contract: the OpenAPI document is generated from it, and the
+field types every body shares (names without control characters, 32-bit integers, JSON types
+only) are defined once above the models that use them.
 """
 
 from __future__ import annotations

@@ -7,6 +7,9 @@ Invariants the schema itself enforces (so no process memory is trusted with them
 - at most one queued or running round per project: a partial unique index on rounds;
 - one copy of an image per project: unique (project_id, sha256);
 - one delivery of an event per webhook: unique (webhook_id, event_id).
+
+One module because the tables are one schema: their foreign keys refer to each other, and
+Alembic compares one metadata with the database (`alembic check` in tests/app/test_migrate.py).
 """
 
 from __future__ import annotations

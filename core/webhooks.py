@@ -21,6 +21,9 @@ Signing: `X-Nextlabel-Signature: sha256=<hex>` is HMAC-SHA256 of the exact body,
 the hook's secret. The body holds the event id and when the event happened, so both are
 signed; `X-Nextlabel-Event`, `X-Nextlabel-Event-Id` and `X-Nextlabel-Timestamp` (the
 attempt's Unix time) repeat them for receivers that route before parsing.
+
+One piece because a delivery's life (written with its event, claimed, signed, sent, retried,
+given up) is one state machine over one row, as core/rounds.py is for a round.
 """
 
 from __future__ import annotations

@@ -17,6 +17,9 @@ Guarantees:
   uploads (the service keeps one copy of an image) and labels (each carries an
   Idempotency-Key, so a retry returns the first answer). Creating a project, an annotator,
   a round or a webhook is never sent twice.
+
+One piece because it is one class with a method per route, each a few lines over the shared
+`_send`; the models live in nextlabel_client.models.
 """
 
 from __future__ import annotations

@@ -12,6 +12,9 @@ every query walks an index in the order it returns rows: no sort, no scan of the
 parameters: SQLAlchemy then reuses their compiled form instead of rebuilding them per call.
 They are Core statements on the tables that read only the columns the answer shows: rows,
 not ORM objects (building an ORM object costs more than the query on SQLite).
+
+One piece because the steps are one transaction: each reads what the step before it leased,
+and the statements share the availability filters and lock clauses built once below.
 """
 
 from __future__ import annotations
