@@ -1,0 +1,49 @@
+"""Streamed exports of a project, one module per format: labels (its current labels as CSV,
+JSON or JSON Lines), imagefolder (a zip of its labelled images) and predictions (the latest
+round's, for its pool); common holds what they share. Callers import from here."""
+
+from app.services.export.common import MEDIA_TYPES, PAGE_SIZE, ExportKind
+from app.services.export.imagefolder import (
+    MANIFEST_COLUMNS,
+    ExportedItem,
+    imagefolder_zip,
+    labelled_pages,
+    path_segment,
+    resolve_label,
+)
+from app.services.export.labels import COLUMNS, export_rows, render
+from app.services.export.predictions import (
+    PREDICTION_COLUMNS,
+    PROBABILITY_PREFIX,
+    PredictionRow,
+    PredictionsAs,
+    PredictionsSummary,
+    prediction_pages,
+    predictions_summary,
+    predictive_entropy,
+    render_predictions,
+)
+
+__all__ = [
+    "COLUMNS",
+    "MANIFEST_COLUMNS",
+    "MEDIA_TYPES",
+    "PAGE_SIZE",
+    "PREDICTION_COLUMNS",
+    "PROBABILITY_PREFIX",
+    "ExportKind",
+    "ExportedItem",
+    "PredictionRow",
+    "PredictionsAs",
+    "PredictionsSummary",
+    "export_rows",
+    "imagefolder_zip",
+    "labelled_pages",
+    "path_segment",
+    "prediction_pages",
+    "predictions_summary",
+    "predictive_entropy",
+    "render",
+    "render_predictions",
+    "resolve_label",
+]
