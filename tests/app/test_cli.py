@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy import select
 from typer.testing import CliRunner
 
-import app.cli as cli_module
+import app.cli.serving as serving
 import app.demo as demo
 from app.cli import cli
 from app.security import hash_token
@@ -176,14 +176,14 @@ def test_serve_runs_an_embedded_worker_and_stops_it(
         raise KeyboardInterrupt  # as when someone presses Ctrl-C
 
     monkeypatch.setenv("NEXTLABEL_EMBEDDED_WORKER", "true")
-    monkeypatch.setattr(cli_module.subprocess, "Popen", fake_popen)
-    monkeypatch.setattr(cli_module.uvicorn, "run", fake_uvicorn_run)
+    monkeypatch.setattr(serving.subprocess, "Popen", fake_popen)
+    monkeypatch.setattr(serving.uvicorn, "run", fake_uvicorn_run)
     result = runner.invoke(cli, ["serve", "--port", "8123"])
     assert result.exit_code != 0  # the interrupt ends the command
     assert served == [("127.0.0.1", 8123)]
     (worker,) = started
     # The one worker start; its Celery arguments are core.broker.worker_argv.
-    assert worker.command[1:] == cli_module.WORKER_COMMAND == ["-m", "worker.main"]
+    assert worker.command[1:] == serving.WORKER_COMMAND == ["-m", "worker.main"]
     assert worker.env["NEXTLABEL_DATABASE_URL"] == env.app.state.settings.resolved_database_url
     assert worker.terminated
 
@@ -203,8 +203,8 @@ def test_serve_with_workers_migrates_once_and_starts_one_round_worker(
 
     monkeypatch.setenv("NEXTLABEL_EMBEDDED_WORKER", "true")
     monkeypatch.setenv("NEXTLABEL_MIGRATE_ON_START", "true")  # restored afterwards
-    monkeypatch.setattr(cli_module.subprocess, "Popen", fake_popen)
-    monkeypatch.setattr(cli_module.uvicorn, "run", fake_uvicorn_run)
+    monkeypatch.setattr(serving.subprocess, "Popen", fake_popen)
+    monkeypatch.setattr(serving.uvicorn, "run", fake_uvicorn_run)
     result = runner.invoke(cli, ["serve", "--workers", "2"])
     assert result.exit_code == 0, result.output
     ((app, options),) = served

@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import func, select
 from typer.testing import CliRunner
 
-import app.cli as cli_module
+import app.cli.serving as serving
 from app.cli import cli
 from app.schemas import ProjectCreate
 from app.services.projects import create_project
@@ -140,9 +140,9 @@ def test_a_port_in_use_is_an_error_before_anything_is_created_or_printed(
     def must_not_run(*_args: object, **_kwargs: object) -> None:
         raise AssertionError("nothing may start on a port in use")
 
-    monkeypatch.setattr(cli_module.uvicorn, "run", must_not_run)
-    monkeypatch.setattr(cli_module, "ensure_demo", must_not_run)
-    monkeypatch.setattr(cli_module.subprocess, "Popen", must_not_run)
+    monkeypatch.setattr(serving.uvicorn, "run", must_not_run)
+    monkeypatch.setattr(serving, "ensure_demo", must_not_run)
+    monkeypatch.setattr(serving.subprocess, "Popen", must_not_run)
     data_dir = tmp_path / "fresh"
     result = runner.invoke(cli, [command, "--port", str(busy_port), "--data-dir", str(data_dir)])
     assert result.exit_code == 1, result.output
@@ -175,9 +175,9 @@ def test_the_embedded_worker_uses_the_data_dir_and_skips_celerys_root_warning(
         started.append(env)
         return Started()
 
-    monkeypatch.setattr(cli_module.subprocess, "Popen", fake_popen)
+    monkeypatch.setattr(serving.subprocess, "Popen", fake_popen)
     settings = Settings(data_dir=tmp_path / "d", embedded_worker=True)
-    cli_module._stop(cli_module._start_worker(settings))  # type: ignore[arg-type]
+    serving._stop(serving._start_worker(settings))  # type: ignore[arg-type]
     (env,) = started
     assert env["NEXTLABEL_DATA_DIR"] == str((tmp_path / "d").resolve())
     assert "ignore:You're running the worker with superuser privileges" in env["PYTHONWARNINGS"]
