@@ -101,7 +101,7 @@ def test_export_of_an_empty_project(api: Api) -> None:
 
 
 def test_export_pages_through_many_labels(api: Api, monkeypatch: Any) -> None:
-    monkeypatch.setattr("app.services.export.PAGE_SIZE", 3)
+    monkeypatch.setattr("app.services.export.common.PAGE_SIZE", 3)
     pid = api.project()["id"]
     ids = api.upload_images(pid, 8)
     for item_id in ids:

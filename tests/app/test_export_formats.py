@@ -448,7 +448,7 @@ def test_predictions_before_any_round_and_misused_as(api: Api) -> None:
 
 
 def test_predictions_page_through_many_items(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("app.services.export.PAGE_SIZE", 2)
+    monkeypatch.setattr("app.services.export.common.PAGE_SIZE", 2)
     pid, ids, _, _ = _predicted_project(api)
     lines = _export(api, pid, **{"format": "predictions", "as": "jsonl"}).text.splitlines()
     assert [json.loads(line)["item_id"] for line in lines] == ids

@@ -19,7 +19,7 @@ from typing import IO, Any
 from sqlalchemy import and_, func, or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.services.export.common import PAGE_SIZE
+from app.services.export import common
 from app.services.manifests import is_manifest_name
 from core.storage import ImageStore
 from core.tables import Item, Label, Split, is_current, utcnow
@@ -66,10 +66,11 @@ def resolve_label(votes: Mapping[str, int]) -> str | None:
 
 
 def labelled_pages(
-    *, session_factory: sessionmaker[Session], project_id: int, page_size: int = PAGE_SIZE
+    *, session_factory: sessionmaker[Session], project_id: int, page_size: int | None = None
 ) -> Iterator[list[ExportedItem]]:
     """Pages, in id order, of pool items with current labels (resolved by majority) and
     validation items with known labels."""
+    page_size = page_size or common.PAGE_SIZE  # read now, so tests can shrink it
     last_id = 0
     while True:
         with session_factory() as session:

@@ -12,7 +12,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.schemas import ExportFormat
-from app.services.export.common import PAGE_SIZE, render_csv
+from app.services.export import common
+from app.services.export.common import render_csv
 from core.tables import Annotator, Item, Label, is_current
 
 COLUMNS = (
@@ -30,9 +31,10 @@ Row = tuple[Any, ...]
 
 
 def export_rows(
-    *, session_factory: sessionmaker[Session], project_id: int, page_size: int = PAGE_SIZE
+    *, session_factory: sessionmaker[Session], project_id: int, page_size: int | None = None
 ) -> Iterator[list[Row]]:
     """Pages of current labels in label-id order, one row per (item, annotator)."""
+    page_size = page_size or common.PAGE_SIZE  # read now, so tests can shrink it
     last_id = 0
     while True:
         with session_factory() as session:

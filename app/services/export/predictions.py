@@ -13,7 +13,8 @@ from sqlalchemy import and_, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.services import Conflict
-from app.services.export.common import PAGE_SIZE, render_csv
+from app.services.export import common
+from app.services.export.common import render_csv
 from core.tables import Item, Prediction, Round, RoundStatus, Split
 
 PREDICTION_COLUMNS = (
@@ -99,9 +100,10 @@ def prediction_pages(
     session_factory: sessionmaker[Session],
     project_id: int,
     round_id: int,
-    page_size: int = PAGE_SIZE,
+    page_size: int | None = None,
 ) -> Iterator[list[PredictionRow]]:
     """Pages of every pool item in id order, each with round `round_id`'s prediction if any."""
+    page_size = page_size or common.PAGE_SIZE  # read now, so tests can shrink it
     last_id = 0
     while True:
         with session_factory() as session:
