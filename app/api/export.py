@@ -10,7 +10,6 @@ from fastapi.responses import StreamingResponse
 
 from app.api.params import ProjectId
 from app.deps import API_PREFIX, AdminUser, SessionDep, StoreDep
-from app.services import Invalid
 from app.services.export import (
     COLUMNS,
     MANIFEST_COLUMNS,
@@ -19,13 +18,7 @@ from app.services.export import (
     PROBABILITY_PREFIX,
     ExportKind,
     PredictionsAs,
-    export_rows,
-    imagefolder_zip,
-    labelled_pages,
-    prediction_pages,
-    predictions_summary,
-    render,
-    render_predictions,
+    open_export,
 )
 from app.services.projects import get_visible_project
 from app.services.webhooks import announce_export
@@ -104,46 +97,23 @@ def export_project(
     ] = None,
 ) -> StreamingResponse:
     project = get_visible_project(session=session, user=admin, project_id=project_id)
-    if as_ is not None and fmt != "predictions":
-        raise Invalid(f"`as` chooses how predictions are written; format={fmt} has one form.")
-    announce_export(session=session, project=project, fmt=fmt, admin=admin)
-    factory = request.app.state.session_factory
-    if fmt == "imagefolder":
-        pages = labelled_pages(session_factory=factory, project_id=project.id)
-        return StreamingResponse(
-            imagefolder_zip(pages=pages, store=store, classes=project.classes),
-            media_type=MEDIA_TYPES["imagefolder"],
-            headers=_download(project, "imagefolder.zip"),
-        )
-    if fmt == "predictions":
-        return _predictions(project, request=request, session=session, as_=as_ or "csv")
-    rows = export_rows(session_factory=factory, project_id=project.id)
-    return StreamingResponse(
-        render(rows, fmt=fmt),
-        media_type=MEDIA_TYPES[fmt],
-        headers=_download(project, f"labels.{fmt}"),
-    )
-
-
-def _predictions(
-    project: Project, *, request: Request, session: SessionDep, as_: PredictionsAs
-) -> StreamingResponse:
-    summary = predictions_summary(session=session, project_id=project.id)
-    pages = prediction_pages(
+    opened = open_export(
+        kind=fmt,
+        as_=as_,
+        project=project,
+        session=session,
         session_factory=request.app.state.session_factory,
-        project_id=project.id,
-        round_id=summary.round_id,
+        store=store,
     )
-    return StreamingResponse(
-        render_predictions(pages, classes=project.classes, as_=as_),
-        media_type=MEDIA_TYPES[as_],
-        headers={
-            **_download(project, f"predictions-round{summary.round_id}.{as_}"),
-            ROUND_HEADER: str(summary.round_id),
-            POOL_HEADER: str(summary.pool_items),
-            WITHOUT_HEADER: str(summary.without_prediction),
-        },
-    )
+    announce_export(session=session, project=project, fmt=fmt, admin=admin)
+    headers = _download(project, opened.file_suffix)
+    if opened.predictions is not None:
+        headers |= {
+            ROUND_HEADER: str(opened.predictions.round_id),
+            POOL_HEADER: str(opened.predictions.pool_items),
+            WITHOUT_HEADER: str(opened.predictions.without_prediction),
+        }
+    return StreamingResponse(opened.chunks, media_type=opened.media_type, headers=headers)
 
 
 def _download(project: Project, suffix: str) -> dict[str, str]:

@@ -11,7 +11,6 @@ from typing import Annotated, BinaryIO, TextIO
 
 import typer
 from pydantic import ValidationError
-from sqlalchemy.orm import Session, sessionmaker
 
 from app.cli.base import DataDir, cli, or_exit, settings_for
 from app.schemas import ProjectCreate, ProjectSettings
@@ -19,20 +18,14 @@ from app.services.annotators import create_annotator
 from app.services.export import (
     ExportKind,
     PredictionsAs,
-    export_rows,
-    imagefolder_zip,
-    labelled_pages,
-    prediction_pages,
-    predictions_summary,
-    render,
-    render_predictions,
+    open_export,
 )
 from app.services.projects import create_project, find_project
 from core.catalog import STRATEGIES
 from core.db import make_engine, make_session_factory
 from core.migrate import upgrade_database
 from core.storage import LocalImageStore
-from core.tables import Project, Role
+from core.tables import Role
 
 project_cli = typer.Typer(help="Create projects.", no_args_is_help=True)
 cli.add_typer(project_cli, name="project")
@@ -108,39 +101,34 @@ def export(
         raise typer.Exit(code=2)
     settings = settings_for(data_dir, existing=True)
     factory = make_session_factory(make_engine(settings.resolved_database_url))
+    store = LocalImageStore(settings.image_dir)
     with factory() as session:
         target = or_exit(lambda: find_project(session=session, ref=project))
+        opened = or_exit(
+            lambda: open_export(
+                kind=fmt,
+                as_=as_,
+                project=target,
+                session=session,
+                session_factory=factory,
+                store=store,
+            )
+        )
+    if opened.predictions is not None:
+        summary = opened.predictions
+        typer.echo(
+            f"round {summary.round_id}: {summary.pool_items} pool items, "
+            f"{summary.without_prediction} without a prediction",
+            err=True,
+        )
     if fmt == "imagefolder":
-        pages = labelled_pages(session_factory=factory, project_id=target.id)
-        store = LocalImageStore(settings.image_dir)
         with _output_bytes(out) as binary:
-            for data in imagefolder_zip(pages=pages, store=store, classes=target.classes):
-                binary.write(data)
+            for data in opened.chunks:
+                binary.write(data if isinstance(data, bytes) else data.encode())
         return
-    if fmt == "predictions":
-        chunks = _predictions(factory, target, as_=as_ or "csv")
-    else:
-        chunks = render(export_rows(session_factory=factory, project_id=target.id), fmt=fmt)
     with _output(out) as stream:
-        for chunk in chunks:
-            stream.write(chunk)
-
-
-def _predictions(
-    factory: sessionmaker[Session], project: Project, *, as_: PredictionsAs
-) -> Iterator[str]:
-    """The latest round's predictions, after saying on stderr which round and what it lacks."""
-    with factory() as session:
-        summary = or_exit(lambda: predictions_summary(session=session, project_id=project.id))
-    typer.echo(
-        f"round {summary.round_id}: {summary.pool_items} pool items, "
-        f"{summary.without_prediction} without a prediction",
-        err=True,
-    )
-    pages = prediction_pages(
-        session_factory=factory, project_id=project.id, round_id=summary.round_id
-    )
-    return render_predictions(pages, classes=project.classes, as_=as_)
+        for chunk in opened.chunks:
+            stream.write(chunk if isinstance(chunk, str) else chunk.decode())
 
 
 @contextlib.contextmanager

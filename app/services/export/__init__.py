@@ -1,7 +1,9 @@
 """Streamed exports of a project, one module per format: labels (its current labels as CSV,
 JSON or JSON Lines), imagefolder (a zip of its labelled images) and predictions (the latest
-round's, for its pool); common holds what they share. Callers import from here."""
+round's, for its pool); common holds what they share, and choose opens the one a request
+asks for (for the API and the CLI alike). Callers import from here."""
 
+from app.services.export.choose import OpenedExport, open_export
 from app.services.export.common import MEDIA_TYPES, PAGE_SIZE, ExportKind
 from app.services.export.imagefolder import (
     MANIFEST_COLUMNS,
@@ -33,12 +35,14 @@ __all__ = [
     "PROBABILITY_PREFIX",
     "ExportKind",
     "ExportedItem",
+    "OpenedExport",
     "PredictionRow",
     "PredictionsAs",
     "PredictionsSummary",
     "export_rows",
     "imagefolder_zip",
     "labelled_pages",
+    "open_export",
     "path_segment",
     "prediction_pages",
     "predictions_summary",
