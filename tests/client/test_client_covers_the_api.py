@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import io
 import re
-import threading
-import time
 import typing
 import zipfile
 from collections.abc import Callable, Iterator
@@ -21,7 +19,6 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from fastapi import FastAPI
 
 from app.main import create_app
@@ -30,7 +27,7 @@ from core.settings import Settings
 from core.tables import Role
 from nextlabel_client import ApiError, Client, Route, route_of
 from nextlabel_client import models as client_models
-from tests.app.conftest import free_port, png_bytes, zip_bytes
+from tests.app.conftest import png_bytes, serving, zip_bytes
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -84,19 +81,8 @@ def test_the_clients_choices_are_the_apis(app: FastAPI, alias: str, schema: str)
 
 @pytest.fixture
 def base_url(app: FastAPI) -> Iterator[str]:
-    port = free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, lifespan="on")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("uvicorn did not start")
-        time.sleep(0.02)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=10)
+    with serving(app) as url:
+        yield url
 
 
 class Wire:

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import uvicorn
 from fastapi import FastAPI
 from sqlalchemy import func, select
 
@@ -23,7 +20,7 @@ from simulate.records import PHASES as RECORDED_PHASES
 from simulate.records import RunConfig
 from simulate.runner import run_one
 from simulate.upload import Archives
-from tests.app.conftest import free_port
+from tests.app.conftest import serving
 
 
 @pytest.fixture
@@ -35,18 +32,8 @@ def app(tmp_path: Path) -> FastAPI:
 def admin(app: FastAPI) -> Iterator[Client]:
     with app.state.session_factory() as session:
         _, token = create_annotator(session=session, name="admin", role=Role.admin)
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.02)
-    client = Client(f"http://127.0.0.1:{port}", token)
-    yield client
-    client.close()
-    server.should_exit = True
-    thread.join(10)
+    with serving(app) as url, Client(url, token) as client:
+        yield client
 
 
 def test_the_catalog_names_what_the_service_offers(admin: Client) -> None:
