@@ -140,6 +140,28 @@ def tiny_png() -> bytes:
     return buffer.getvalue()
 
 
+def pool_item_rows(project_id: int, indices: range, file_key: str) -> list[dict[str, Any]]:
+    """Rows of synthetic pool items (distinct sha256 per index), for bulk inserts."""
+    rows = []
+    for index in indices:
+        sha256 = hashlib.sha256(f"bench-{index}".encode()).hexdigest()
+        rows.append(
+            {
+                "project_id": project_id,
+                "filename": f"item-{index:06d}.png",
+                "file_key": file_key,
+                "sha256": sha256,
+                "width": 28,
+                "height": 28,
+                "split": Split.pool,
+                "label_count": 0,
+                "random_key": random_key_for(seed=1, sha256=sha256),
+                "created_at": utcnow(),
+            }
+        )
+    return rows
+
+
 def build(url: str, data_dir: Path, *, items: int, clients: int) -> Fixture:
     upgrade_database(url)
     engine = make_engine(url)
@@ -164,24 +186,10 @@ def build(url: str, data_dir: Path, *, items: int, clients: int) -> Fixture:
     started = time.perf_counter()
     with engine.begin() as connection:
         for start in range(0, items, 10_000):
-            rows = []
-            for index in range(start, min(start + 10_000, items)):
-                sha256 = hashlib.sha256(f"bench-{index}".encode()).hexdigest()
-                rows.append(
-                    {
-                        "project_id": project_id,
-                        "filename": f"item-{index:06d}.png",
-                        "file_key": file_key,
-                        "sha256": sha256,
-                        "width": 28,
-                        "height": 28,
-                        "split": Split.pool,
-                        "label_count": 0,
-                        "random_key": random_key_for(seed=1, sha256=sha256),
-                        "created_at": utcnow(),
-                    }
-                )
-            connection.execute(insert(Item), rows)
+            stop = min(start + 10_000, items)
+            connection.execute(
+                insert(Item), pool_item_rows(project_id, range(start, stop), file_key)
+            )
         if connection.dialect.name == "postgresql":
             # What autovacuum does within a minute of a bulk load; the bench cannot wait.
             connection.execute(text("ANALYZE"))
