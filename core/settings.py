@@ -84,6 +84,11 @@ class Settings(BaseSettings):
         return self.data_dir / "cache"
 
     @property
+    def model_dir(self) -> Path:
+        """Each round's exported model and its card (core.storage.ModelStore)."""
+        return self.data_dir / "models"
+
+    @property
     def json_logs(self) -> bool:
         if self.log_format == "auto":
             return self.environment == "production"

@@ -497,8 +497,10 @@ class Client:
         self, project_id: int, format: ExportFormat = "csv", *, as_: PredictionsAs | None = None
     ) -> bytes:
         """The export in memory: labels (csv, json, jsonl), an ImageFolder zip
-        (imagefolder) or the latest predictions (predictions; ``as_`` csv or jsonl).
-        For large projects, ``export_to`` streams to a file instead."""
+        (imagefolder), the latest predictions (predictions; ``as_`` csv or jsonl) or a zip of
+        the latest round's trained model, ``model.pt`` (TorchScript) and ``model_card.json``
+        (model; 409 until a finished round has saved one). For large projects, ``export_to``
+        streams to a file instead."""
         params = _export_params(format, as_)
         return self._send(self.export, {"project_id": project_id}, params=params).content
 

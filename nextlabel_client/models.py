@@ -21,7 +21,7 @@ WebhookEvent = Literal["round.done", "round.failed", "labels.exported"]
 DeliveryStatus = Literal["pending", "delivered", "failed"]
 ItemStatus = Literal["labelled", "unlabelled", "validation"]
 LabelUse = Literal["training", "validation"]
-ExportFormat = Literal["csv", "json", "jsonl", "imagefolder", "predictions"]
+ExportFormat = Literal["csv", "json", "jsonl", "imagefolder", "predictions", "model"]
 PredictionsAs = Literal["csv", "jsonl"]
 
 

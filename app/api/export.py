@@ -1,4 +1,5 @@
-"""Streamed export: the current labels (csv, json, jsonl), an ImageFolder zip, predictions."""
+"""Streamed export: the current labels (csv, json, jsonl), an ImageFolder zip, predictions,
+the latest trained model."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import StreamingResponse
 
 from app.api.params import ProjectId
-from app.deps import API_PREFIX, AdminUser, SessionDep, StoreDep
+from app.deps import API_PREFIX, AdminUser, SessionDep, SettingsDep, StoreDep
 from app.services.export import (
     COLUMNS,
     MANIFEST_COLUMNS,
@@ -22,6 +23,7 @@ from app.services.export import (
 )
 from app.services.projects import get_visible_project
 from app.services.webhooks import announce_export
+from core.storage import MODEL_CARD_FILE, MODEL_FILE, ModelStore
 from core.tables import Project
 
 router = APIRouter(prefix=f"{API_PREFIX}/projects", tags=["export"])
@@ -30,6 +32,8 @@ router = APIRouter(prefix=f"{API_PREFIX}/projects", tags=["export"])
 ROUND_HEADER = "X-Predictions-Round"
 POOL_HEADER = "X-Pool-Items"
 WITHOUT_HEADER = "X-Items-Without-Prediction"
+# Header of a model export: the round whose model it is.
+MODEL_ROUND_HEADER = "X-Model-Round"
 _INTEGER_HEADER = {"schema": {"type": "integer"}, "required": False}
 
 _DESCRIPTION = f"""Everything streams; admins only.
@@ -51,12 +55,19 @@ _DESCRIPTION = f"""Everything streams; admins only.
   acquisition score. Items the round did not score (uploaded after it, or labelled when it
   ran) have empty prediction columns; `{WITHOUT_HEADER}` counts them. 409 before any round
   has finished.
+- `format=model`: a zip of the newest finished round's trained model, `{MODEL_FILE}` (a
+  TorchScript module, `torch.jit.load` alone reads it: float images `[N, C, H, W]` in [0, 1]
+  in, the mean predictive probabilities `[N, classes]` over the round's K MC-dropout masks
+  out, as the round's predictions), and `{MODEL_CARD_FILE}` (classes in output order, the
+  preprocessing step by step, K, the round's validation metrics, labels used, strategy, a
+  usage snippet). `{MODEL_ROUND_HEADER}` names the round. 409 before a finished round has
+  saved a model (rounds before the first label train none).
 """
 
 
 @router.get(
     "/{project_id}/export",
-    summary="Labels, an ImageFolder zip, or the latest predictions, streamed",
+    summary="Labels, an ImageFolder zip, the latest predictions or model, streamed",
     response_class=StreamingResponse,
     responses={
         200: {
@@ -75,9 +86,16 @@ _DESCRIPTION = f"""Everything streams; admins only.
                     **_INTEGER_HEADER,
                     "description": "format=predictions: listed pool items without a prediction.",
                 },
+                MODEL_ROUND_HEADER: {
+                    **_INTEGER_HEADER,
+                    "description": "format=model: the round whose model it is.",
+                },
             },
         },
-        409: {"description": "format=predictions: no round has finished yet"},
+        409: {
+            "description": "format=predictions: no round has finished yet; format=model: "
+            "no finished round has a saved model"
+        },
     },
     description=_DESCRIPTION,
 )
@@ -86,10 +104,14 @@ def export_project(
     request: Request,
     session: SessionDep,
     store: StoreDep,
+    settings: SettingsDep,
     admin: AdminUser,
     fmt: Annotated[
         ExportKind,
-        Query(alias="format", description="csv, json, jsonl (labels), imagefolder, predictions."),
+        Query(
+            alias="format",
+            description="csv, json, jsonl (labels), imagefolder, predictions, model.",
+        ),
     ] = "csv",
     as_: Annotated[
         PredictionsAs | None,
@@ -104,6 +126,7 @@ def export_project(
         session=session,
         session_factory=request.app.state.session_factory,
         store=store,
+        models=ModelStore(settings.model_dir),
     )
     announce_export(session=session, project=project, fmt=fmt, admin=admin)
     headers = _download(project, opened.file_suffix)
@@ -113,6 +136,8 @@ def export_project(
             POOL_HEADER: str(opened.predictions.pool_items),
             WITHOUT_HEADER: str(opened.predictions.without_prediction),
         }
+    if opened.model_round_id is not None:
+        headers[MODEL_ROUND_HEADER] = str(opened.model_round_id)
     return StreamingResponse(opened.chunks, media_type=opened.media_type, headers=headers)
 
 

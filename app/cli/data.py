@@ -1,5 +1,5 @@
 """The commands that create or read a project's records: project create, create-user and
-export (labels, an ImageFolder zip or predictions, to a file or stdout)."""
+export (labels, an ImageFolder zip, predictions or the latest model, to a file or stdout)."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ from app.services.projects import create_project, find_project
 from core.catalog import STRATEGIES
 from core.db import make_engine, make_session_factory
 from core.migrate import upgrade_database
-from core.storage import LocalImageStore
+from core.storage import LocalImageStore, ModelStore
 from core.tables import Role
 
 project_cli = typer.Typer(help="Create projects.", no_args_is_help=True)
@@ -81,8 +81,9 @@ def export(
         ExportKind,
         typer.Option(
             "--format",
-            help="csv, json or jsonl (the labels), imagefolder (a zip of the labelled images) "
-            "or predictions (the latest round's, for every pool item).",
+            help="csv, json or jsonl (the labels), imagefolder (a zip of the labelled images), "
+            "predictions (the latest round's, for every pool item) or model (a zip of the "
+            "latest round's TorchScript model and its model card).",
         ),
     ] = "csv",
     as_: Annotated[
@@ -92,11 +93,13 @@ def export(
     out: Annotated[Path | None, typer.Option(help="File to write (default: stdout).")] = None,
     data_dir: DataDir = None,
 ) -> None:
-    """Write the project's current labels, an ImageFolder zip of them, or its predictions."""
+    """Write the project's current labels, an ImageFolder zip of them, its predictions or its
+    latest trained model."""
     if as_ is not None and fmt != "predictions":
         typer.echo("error: --as is for --format predictions only", err=True)
         raise typer.Exit(code=2)
-    if fmt == "imagefolder" and out is None and sys.stdout.isatty():
+    zipped = fmt in ("imagefolder", "model")
+    if zipped and out is None and sys.stdout.isatty():
         typer.echo("error: a zip is not for a terminal: give --out FILE", err=True)
         raise typer.Exit(code=2)
     settings = settings_for(data_dir, existing=True)
@@ -112,6 +115,7 @@ def export(
                 session=session,
                 session_factory=factory,
                 store=store,
+                models=ModelStore(settings.model_dir),
             )
         )
     if opened.predictions is not None:
@@ -121,7 +125,9 @@ def export(
             f"{summary.without_prediction} without a prediction",
             err=True,
         )
-    if fmt == "imagefolder":
+    if opened.model_round_id is not None:
+        typer.echo(f"the model of round {opened.model_round_id}", err=True)
+    if zipped:
         with _output_bytes(out) as binary:
             for data in opened.chunks:
                 binary.write(data if isinstance(data, bytes) else data.encode())

@@ -77,8 +77,8 @@ def list_deliveries(
 def announce_export(*, session: Session, project: Project, fmt: str, admin: Annotator) -> None:
     """`labels.exported`: an admin asked for the project's labels in format `fmt` (committed
     before the download starts, so a hook hears of every export, finished or not). An export
-    of predictions is not one of labels: nothing is sent."""
-    if fmt == "predictions":
+    of predictions or of a model is not one of labels: nothing is sent."""
+    if fmt in ("predictions", "model"):
         return
     data = {"format": fmt, "exported_by": {"id": admin.id, "name": admin.name}}
     if emit(session, project_id=project.id, event=WebhookEvent.labels_exported, data=data):

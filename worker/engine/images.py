@@ -24,16 +24,18 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
 from PIL import Image
 
+from core.model_card import Preprocessing
 from core.storage import ImageStore
 
 log = logging.getLogger(__name__)
 
-_MODES = {1: "L", 3: "RGB"}
+_MODES: dict[int, Literal["L", "RGB"]] = {1: "L", 3: "RGB"}
 _KEY_DTYPE = "S64"  # a sha256 hex digest, as bytes
 
 
@@ -102,6 +104,30 @@ def decode_image(data: bytes, spec: ImageSpec, *, max_pixels: int) -> np.ndarray
     else:
         pixels = np.ascontiguousarray(pixels.transpose(2, 0, 1))
     return pixels
+
+
+def preprocessing_of(spec: ImageSpec) -> Preprocessing:
+    """What `decode_image` and the round's scaling do, step by step, for a model card: the
+    recipe that turns an image file into the exported model's input."""
+    mode, size = _MODES[spec.channels], spec.size
+    return Preprocessing(
+        image_size=size,
+        channels=spec.channels,
+        mode=mode,
+        resize=f"squash to {size}x{size} (no crop; the aspect ratio is not kept), bilinear",
+        scale="uint8 pixels / 255 as float32: values in [0, 1]; the model normalises itself",
+        input_layout=f"float32 [N, {spec.channels}, {size}, {size}] (N images, channels first)",
+        steps=[
+            f"Pillow: Image.open(file); image.draft({mode!r}, ({size}, {size})) (only JPEG "
+            "uses it: it decodes at a reduced scale no smaller than the target)",
+            f"image.convert({mode!r})",
+            f"if image.size != ({size}, {size}): "
+            f"image.resize(({size}, {size}), Image.Resampling.BILINEAR)",
+            "numpy.asarray(image, dtype=uint8): [H, W] for L, [H, W, 3] for RGB; "
+            "to channels first [C, H, W]",
+            "float32 / 255, then stack into [N, C, H, W]",
+        ],
+    )
 
 
 @dataclass

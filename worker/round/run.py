@@ -1,10 +1,11 @@
 """One active-learning round: claim → load → train → evaluate → infer → select → write.
 
 `_execute` is the spine; each phase lives with its job: reading and decoding
-(worker.round.data), the model (worker.round.model), the queue plan (worker.round.plan) and
-the fenced write (worker.round.write). Claiming, fencing, follow-ups and recovery are the
-round lifecycle's, in core.rounds: the queue, predictions, metrics and status of a round land
-in one transaction or not at all.
+(worker.round.data), the model (worker.round.model), the queue plan (worker.round.plan), the
+trained model saved for export (worker.round.artifact) and the fenced write
+(worker.round.write). Claiming, fencing, follow-ups and recovery are the round lifecycle's,
+in core.rounds: the queue, predictions, metrics and status of a round land in one
+transaction or not at all.
 """
 
 from __future__ import annotations
@@ -31,9 +32,10 @@ from core.rounds import (
     ensure_still_ours,
 )
 from core.settings import Settings
-from core.storage import ImageStore, LocalImageStore
+from core.storage import ImageStore, LocalImageStore, ModelStore
 from worker.engine.images import ImageCache
 from worker.engine.training import TrainConfig, pick_device
+from worker.round.artifact import save_round_model
 from worker.round.data import POOL_USED_UP_NOTE, load_round_data, load_tensors, record_start
 from worker.round.model import evaluate_model, infer_pool, train_model
 from worker.round.plan import plan_queue
@@ -194,6 +196,17 @@ def _execute(ctx: WorkerContext, claim: Claim, timer: PhaseTimer) -> None:
         device=str(device),
         attempt=claim.attempt,
         note="; ".join(notes) or None,
+    )
+    metrics = save_round_model(
+        store=ModelStore(ctx.settings.model_dir),
+        session_factory=ctx.session_factory,
+        claim=claim,
+        data=data,
+        tensors=tensors,
+        model=model,
+        seed=seed,
+        log_probs_N_K_C=log_probs_N_K_C,
+        metrics=metrics,
     )
     with timer.phase("write"):
         write_round(

@@ -1,7 +1,8 @@
 """Streamed exports of a project, one module per format: labels (its current labels as CSV,
-JSON or JSON Lines), imagefolder (a zip of its labelled images) and predictions (the latest
-round's, for its pool); common holds what they share, and choose opens the one a request
-asks for (for the API and the CLI alike). Callers import from here."""
+JSON or JSON Lines), imagefolder (a zip of its labelled images), predictions (the latest
+round's, for its pool) and model (the latest round's trained model and its card, a zip);
+common holds what they share, and choose opens the one a request asks for (for the API and
+the CLI alike). Callers import from here."""
 
 from app.services.export.choose import OpenedExport, open_export
 from app.services.export.common import MEDIA_TYPES, PAGE_SIZE, ExportKind
@@ -14,6 +15,7 @@ from app.services.export.imagefolder import (
     resolve_label,
 )
 from app.services.export.labels import COLUMNS, export_rows, render
+from app.services.export.model import OpenedModel, model_zip, open_latest_model
 from app.services.export.predictions import (
     PREDICTION_COLUMNS,
     PROBABILITY_PREFIX,
@@ -36,13 +38,16 @@ __all__ = [
     "ExportKind",
     "ExportedItem",
     "OpenedExport",
+    "OpenedModel",
     "PredictionRow",
     "PredictionsAs",
     "PredictionsSummary",
     "export_rows",
     "imagefolder_zip",
     "labelled_pages",
+    "model_zip",
     "open_export",
+    "open_latest_model",
     "path_segment",
     "prediction_pages",
     "predictions_summary",

@@ -7,19 +7,19 @@ from __future__ import annotations
 import collections
 import contextlib
 import csv
-import io
 import posixpath
 import tempfile
 import zipfile
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import IO, Any
 
 from sqlalchemy import and_, func, or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.services.export import common
+from app.services.export.common import ZIP_CHUNK_BYTES, ZipSink, zip_time
 from app.services.manifests import is_manifest_name
 from core.storage import ImageStore
 from core.tables import Item, Label, Split, is_current, utcnow
@@ -32,8 +32,6 @@ EXCLUDED_COLUMNS = ("item_id", "filename", "sha256", "reason")
 # pool items train, validation items' known labels validate.
 TRAIN_FOLDER = "train"
 VAL_FOLDER = "val"
-# Bytes the zip gathers before handing a chunk to the response.
-ZIP_CHUNK_BYTES = 1024 * 1024
 # Kept in memory until then, spilled to a temporary file past it.
 _SPOOL_BYTES = 1024 * 1024
 # Characters a path segment cannot hold on some file system (or that would make it a path),
@@ -145,7 +143,7 @@ def imagefolder_zip(
     seeks (data descriptors), so memory holds one image, one chunk, the names used so far,
     and the manifest up to a spill threshold.
     """
-    sink = _Sink()
+    sink = ZipSink()
     names = _Names()
     left_out = 0
     with contextlib.ExitStack() as stack:
@@ -199,7 +197,7 @@ def _add_image(
         return LeftOut(f"the image cannot be read from the store ({type(exc).__name__})")
     folder = f"{_split_folder(item.split)}/{path_segment(item.label)}"
     path = names.claim(folder, item.filename, item_id=item.item_id)
-    info = zipfile.ZipInfo(path, date_time=_zip_time(item.created_at))
+    info = zipfile.ZipInfo(path, date_time=zip_time(item.created_at))
     info.compress_type = zipfile.ZIP_STORED  # image formats are compressed already
     info.external_attr = 0o644 << 16
     archive.writestr(info, data)
@@ -211,11 +209,11 @@ def _split_folder(split: Split) -> str:
 
 
 def _add_text(
-    archive: zipfile.ZipFile, name: str, spool: IO[str], sink: _Sink, chunk_bytes: int
+    archive: zipfile.ZipFile, name: str, spool: IO[str], sink: ZipSink, chunk_bytes: int
 ) -> Iterator[bytes]:
     """Copy a spooled text file into the archive, deflated."""
     spool.seek(0)
-    info = zipfile.ZipInfo(name, date_time=_zip_time(utcnow()))
+    info = zipfile.ZipInfo(name, date_time=zip_time(utcnow()))
     info.compress_type = zipfile.ZIP_DEFLATED
     info.external_attr = 0o644 << 16
     with archive.open(info, "w") as target:
@@ -223,12 +221,6 @@ def _add_text(
             target.write(text.encode("utf-8"))
             if sink.size >= chunk_bytes:
                 yield sink.take()
-
-
-def _zip_time(moment: datetime) -> tuple[int, int, int, int, int, int]:
-    # Zip timestamps are local-time fields from 1980 on; UTC, as every time nextlabel writes.
-    utc = moment.astimezone(UTC) if moment.tzinfo else moment
-    return max(utc.timetuple()[:6], (1980, 1, 1, 0, 0, 0))
 
 
 def path_segment(name: str) -> str:
@@ -265,34 +257,6 @@ class _Names:
             path = f"{folder}/{base}"
         self._used.add(path.casefold())
         return path
-
-
-class _Sink(io.RawIOBase):
-    """A write-only stream that gathers bytes for the next chunk.
-
-    It cannot seek or tell, so zipfile writes each entry's sizes after its data (data
-    descriptors) and counts offsets itself.
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._parts: list[bytes] = []
-        self.size = 0
-
-    def writable(self) -> bool:
-        return True
-
-    def write(self, data: Any) -> int:
-        chunk = bytes(data)
-        self._parts.append(chunk)
-        self.size += len(chunk)
-        return len(chunk)
-
-    def take(self) -> bytes:
-        chunk = b"".join(self._parts)
-        self._parts.clear()
-        self.size = 0
-        return chunk
 
 
 def _spool() -> IO[str]:
