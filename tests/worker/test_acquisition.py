@@ -12,7 +12,14 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from core.catalog import BAYESIAN_STRATEGIES, STRATEGIES
-from worker.engine.acquisition import IMPLEMENTED, powerbald_select, random_select, select
+from worker.engine.acquisition import (
+    DEFAULT_PREFILTER,
+    IMPLEMENTED,
+    Prefilter,
+    powerbald_select,
+    random_select,
+    select,
+)
 from worker.engine.batchbald import (
     _conditional_entropies_n,
     _group_configurations,
@@ -479,3 +486,84 @@ def test_exact_joint_mi_helper_agrees_with_bald_for_one_item() -> None:
 def test_the_engine_implements_exactly_the_catalogs_strategies() -> None:
     # The API serves core.catalog (no torch there); select must implement each name in it.
     assert set(STRATEGIES) == IMPLEMENTED
+
+
+# --------------------------------------------------------------------------- large pools
+
+
+def chunked_road(keep: int) -> Prefilter:
+    """The large-pool road on a small pool: chunks of 37 items of [20, 10], ``keep`` kept."""
+    return Prefilter(above=0, keep=keep, chunk_elements=37 * 20 * 10)
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+@pytest.mark.parametrize("keep", [600, 10_000])
+def test_the_large_pool_road_keeping_every_item_changes_nothing(strategy: str, keep: int) -> None:
+    log_probs = make_log_probs(600, 20, 10, seed=21)
+    whole = select(strategy, log_probs, 12, generator=gen(3), num_samples=2_000, prefilter=None)
+    chunked = select(
+        strategy, log_probs, 12, generator=gen(3), num_samples=2_000, prefilter=chunked_road(keep)
+    )
+    assert chunked.indices.tolist() == whole.indices.tolist()
+    torch.testing.assert_close(chunked.scores, whole.scores, atol=0, rtol=0)
+    torch.testing.assert_close(chunked.batch_scores, whole.batch_scores, atol=0, rtol=0)
+
+
+def test_the_default_prefilter_leaves_pools_up_to_20k_whole() -> None:
+    assert DEFAULT_PREFILTER.above >= 20_000
+    log_probs = make_log_probs(300, 20, 10, seed=23)
+    default = select("batchbald", log_probs, 6, generator=gen())
+    assert (
+        default.indices.tolist() == batchbald_select(log_probs, 6, generator=gen()).indices.tolist()
+    )
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_the_batchbald_prefilter_searches_the_top_m_by_bald(seed: int) -> None:
+    log_probs = make_log_probs(800, 20, 10, seed=seed)
+    selection = select("batchbald", log_probs, 10, generator=gen(), prefilter=chunked_road(50))
+    bald = bald_scores(log_probs)
+    top_50 = torch.sort(bald, descending=True, stable=True).indices[:50]
+    assert set(selection.indices.tolist()) <= set(top_50.tolist())
+    # It is BatchBALD on those candidates, and the whole pool's BALD orders the rest.
+    candidates = top_50.sort().values
+    inner = batchbald_select(log_probs[candidates], 10, generator=gen())
+    assert selection.indices.tolist() == candidates[inner.indices].tolist()
+    torch.testing.assert_close(selection.batch_scores, inner.batch_scores)
+    torch.testing.assert_close(selection.scores, bald, atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_a_prefilter_whose_picks_all_gain_more_than_the_dropped_bald_changes_no_pick(
+    seed: int,
+) -> None:
+    # BALD bounds every gain: when each pick gains more than the best BALD dropped, no dropped
+    # item could have been picked, and the whole-pool search agrees pick for pick. A few items
+    # the model disagrees on, among many it is nearly sure of:
+    disputed = make_log_probs(30, 20, 10, seed=seed, sample_scale=3.0)
+    settled = make_log_probs(970, 20, 10, seed=seed + 100, sample_scale=0.3)
+    log_probs = torch.cat([disputed, settled])[torch.randperm(1_000, generator=gen(seed))]
+    prefiltered = select("batchbald", log_probs, 4, generator=gen(), prefilter=chunked_road(50))
+    dropped = float(torch.sort(bald_scores(log_probs), descending=True).values[50])
+    assert float(prefiltered.batch_scores.min()) > dropped
+    whole = select("batchbald", log_probs, 4, generator=gen(), prefilter=None)
+    assert prefiltered.indices.tolist() == whole.indices.tolist()
+
+
+def test_the_prefilter_keeps_at_least_the_batch_size() -> None:
+    log_probs = make_log_probs(200, 20, 10, seed=24)
+    selection = select("batchbald", log_probs, 8, generator=gen(), prefilter=chunked_road(3))
+    assert len(set(selection.indices.tolist())) == 8
+
+
+def test_the_large_pool_road_checks_every_chunk() -> None:
+    log_probs = make_log_probs(400, 20, 10, seed=25)
+    log_probs[350, 4, 2] = float("nan")  # in the tenth chunk of 37
+    with pytest.raises(ValueError, match="NaN"):
+        select("entropy", log_probs, 3, generator=gen(), prefilter=chunked_road(400))
+    with pytest.raises(ValueError, match="K >= 2"):
+        select("batchbald", log_probs[:, :1], 3, generator=gen(), prefilter=chunked_road(400))
+    with pytest.raises(ValueError, match="3 dimensions"):
+        select("bald", log_probs[:, 0], 3, generator=gen(), prefilter=chunked_road(400))
+    with pytest.raises(ValueError, match="keep"):
+        Prefilter(keep=0)
