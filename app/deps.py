@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from app.security import TokenCache, TokenOwner, hash_token
 from app.services import read_outside_transaction
 from core.dispatch import RoundDispatcher
+from core.embeddings import EmbeddingStore
 from core.settings import Settings
 from core.storage import LocalImageStore
 from core.tables import Annotator, Role
@@ -91,6 +92,11 @@ async def get_store(request: Request) -> LocalImageStore:
     return store
 
 
+async def get_embeddings(request: Request) -> EmbeddingStore:
+    embeddings: EmbeddingStore = request.app.state.embeddings
+    return embeddings
+
+
 async def get_dispatcher(request: Request) -> RoundDispatcher:
     dispatcher: RoundDispatcher = request.app.state.dispatcher
     return dispatcher
@@ -101,6 +107,7 @@ API_PREFIX = "/api/v1"
 SessionDep = Annotated[Session, Depends(get_db)]
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 StoreDep = Annotated[LocalImageStore, Depends(get_store)]
+EmbeddingsDep = Annotated[EmbeddingStore, Depends(get_embeddings)]
 DispatcherDep = Annotated[RoundDispatcher, Depends(get_dispatcher)]
 
 _bearer = HTTPBearer(auto_error=False, description="An API token from `nextlabel create-user`.")

@@ -33,6 +33,7 @@ from app.web_security import SecurityHeaders
 from core.broker import enqueue_round, make_celery
 from core.db import make_session_factory
 from core.dispatch import RoundDispatcher
+from core.embeddings import EmbeddingStore
 from core.logs import configure_logging
 from core.migrate import upgrade_database
 from core.settings import REPO_ROOT, Settings, get_settings
@@ -81,6 +82,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         async_sessionmaker(hot_engine, expire_on_commit=False) if hot_engine else None
     )
     app.state.store = LocalImageStore(settings.image_dir)
+    # One per process: each space indexes its shards once, not on every request.
+    app.state.embeddings = EmbeddingStore(settings.embedding_dir)
     celery = app.state.celery = make_celery(settings)
     app.state.dispatcher = RoundDispatcher(
         publish=lambda round_id: enqueue_round(celery, round_id),

@@ -24,7 +24,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from core.catalog import Network, Strategy
+from core.catalog import ColdStart, NearDuplicates, Network, Strategy
 from core.report import PhaseTimings, RoundMetrics
 from core.tables import (
     ANNOTATOR_NAME_LENGTH,
@@ -41,7 +41,7 @@ from core.tables import (
     WebhookEvent,
 )
 
-ItemStatus = Literal["labelled", "unlabelled", "validation"]
+ItemStatus = Literal["labelled", "unlabelled", "validation", "near_duplicate"]
 ExportFormat = Literal["csv", "json", "jsonl"]
 
 
@@ -229,6 +229,50 @@ HotkeyMap = Annotated[
 ]
 
 
+_CUSTOM_BACKBONE = re.compile(r"^(torchvision|timm):[A-Za-z0-9_.\-]{1,100}$")
+
+
+def _custom_backbone(name: str) -> str:
+    if not _CUSTOM_BACKBONE.match(name):
+        raise PydanticCustomError(
+            "custom_backbone",
+            "must name a model as 'torchvision:<model>' or 'timm:<model>', such as "
+            "'torchvision:resnet50'",
+        )
+    return name
+
+
+CustomBackbone = Annotated[
+    str,
+    StringConstraints(max_length=120),
+    _PLAIN,  # first, so a control character is reported as that, as in every other field
+    AfterValidator(_custom_backbone),
+    Field(
+        description="With network 'custom': the model, as 'torchvision:resnet50' or "
+        "'timm:vit_small_patch14_dinov2'.",
+        json_schema_extra={"pattern": _CUSTOM_BACKBONE.pattern},
+    ),
+]
+WeightsPath = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=1000),
+    _PLAIN,
+    Field(
+        description="With network 'custom': the weights file's path on the worker's disk.",
+        json_schema_extra={"pattern": _PLAIN_PATTERN},
+    ),
+]
+NearDuplicateDistance = Annotated[
+    float,
+    Field(
+        ge=0.0,
+        le=1.0,
+        description="Cosine distance under which two images count as near duplicates; "
+        "null: the engine's default.",
+    ),
+]
+
+
 class ProjectSettings(RequestModel):
     # A field the API does not know is a 422 naming it, never accepted and ignored.
     model_config = ConfigDict(extra="forbid")
@@ -245,6 +289,18 @@ class ProjectSettings(RequestModel):
     )
     image_channels: Literal[1, 3] = Field(1, description="1: greyscale, 3: RGB.")
     network: Network = "auto"
+    custom_backbone: CustomBackbone | None = None
+    custom_weights: WeightsPath | None = None
+    cold_start: ColdStart = Field(
+        "typiclust", description="What the queue holds before the first model, over embeddings."
+    )
+    near_duplicates: NearDuplicates = Field(
+        "flag",
+        description="An upload whose embedding is within near_duplicate_distance of an image "
+        "already in the project: flag it (kept, marked), skip it (kept, never queued or "
+        "trained on) or off.",
+    )
+    near_duplicate_distance: NearDuplicateDistance | None = None
     seed: StoredInt = 0
     hotkeys: HotkeyMap = {}
     show_filenames: bool = Field(
@@ -283,6 +339,11 @@ class ProjectUpdate(RequestModel):
     image_size: int | None = Field(None, ge=8, le=512)
     image_channels: Literal[1, 3] | None = None
     network: Network | None = None
+    custom_backbone: CustomBackbone | None = None
+    custom_weights: WeightsPath | None = None
+    cold_start: ColdStart | None = None
+    near_duplicates: NearDuplicates | None = None
+    near_duplicate_distance: NearDuplicateDistance | None = None
     hotkeys: HotkeyMap | None = Field(
         None, description="Replaces the keys an admin set; {} returns every class to automatic."
     )
@@ -294,6 +355,29 @@ class ProjectCounts(BaseModel):
     pool: int
     validation: int
     labelled: int
+    near_duplicates: int = Field(
+        0, description="Items flagged as near duplicates of an earlier image (skipped or not)."
+    )
+    duplicates_skipped: int = Field(
+        0, description="Of those, the ones the project skips: never queued or trained on."
+    )
+
+
+class EmbeddingProgressPublic(BaseModel):
+    """How far embedding the project's images with its backbone has got."""
+
+    state: Literal["embedding", "done", "failed"]
+    space_key: str = Field(description="The backbone, weights and preprocessing.")
+    total: int = Field(description="Distinct images the latest round reads.")
+    done: int = Field(description="Of those, embedded (now or before) or failed to decode.")
+    reused: int = Field(description="Found in the store: embedded before, by any project.")
+    embedded: int
+    failed: int
+    images_per_second: float | None
+    seconds_left: float | None
+    error: str | None
+    started_at: UtcDatetime
+    finished_at: UtcDatetime | None
 
 
 class ProjectPublic(ORMModel):
@@ -309,6 +393,11 @@ class ProjectPublic(ORMModel):
     image_size: int
     image_channels: int
     network: str
+    custom_backbone: str | None
+    custom_weights: str | None
+    cold_start: str
+    near_duplicates: str
+    near_duplicate_distance: float | None
     seed: int
     hotkeys: dict[str, str] = Field(description="The keys an admin set, class → key.")
     effective_hotkeys: dict[str, str] = Field(
@@ -318,6 +407,12 @@ class ProjectPublic(ORMModel):
     show_filenames: bool
     created_at: UtcDatetime
     counts: ProjectCounts | None = None
+    resolved_network: str | None = Field(
+        None, description="The network rounds use: 'auto' resolved by the image settings."
+    )
+    embedding: EmbeddingProgressPublic | None = Field(
+        None, description="Embedding progress, for networks on frozen features."
+    )
 
 
 # --- items --------------------------------------------------------------------------------
@@ -333,6 +428,13 @@ class ItemPublic(ORMModel):
     known_label: str | None
     label_count: int
     decode_error: str | None
+    near_duplicate_of: int | None = Field(
+        None, description="The earlier item this one's embedding nearly equals."
+    )
+    near_duplicate_distance: float | None = Field(None, description="Their cosine distance.")
+    duplicate_skipped: bool = Field(
+        False, description="A near duplicate the project skips: never queued or trained on."
+    )
     image_url: str
     my_label: str | None = None
 
@@ -377,8 +479,71 @@ class ImportReport(UploadReport):
     problems: list[SkippedFile] = Field(default_factory=list)
     notes: list[str] = Field(default_factory=list)
     round_queued: int | None = Field(
-        default=None, description="A round the imported labels made due, already queued."
+        default=None,
+        description="A round the imported labels made due, or (on frozen features) one that "
+        "embeds the new images, already queued.",
     )
+
+
+# Problems and uncovered items an embeddings report lists; the counts cover all of them.
+EMBEDDING_LISTED = 100
+
+
+class EmbeddingProblem(BaseModel):
+    key: str | None = Field(
+        description="The key (a file name or sha256) the problem is about; null for the file."
+    )
+    reason: str
+
+
+class UncoveredItem(BaseModel):
+    id: int
+    filename: str
+
+
+class EmbeddingCoverage(BaseModel):
+    """Which of the project's items (pool and validation) have an imported vector."""
+
+    items: int = Field(description="Items of the project.")
+    covered: int = Field(description="Items with a vector.")
+    uncovered: int = Field(description="Items without one: rounds leave them out.")
+    uncovered_items: list[UncoveredItem] = Field(
+        description=f"The first {EMBEDDING_LISTED} uncovered items, oldest first."
+    )
+
+
+class EmbeddingImportReport(BaseModel):
+    """What an embeddings import found and did (with `dry_run`: would do; nothing written).
+
+    Any problem (an unknown, duplicate or ambiguous key, a vector that is not finite, a
+    dimension that differs) refuses the whole import: a 422, or with `dry_run` this report
+    with `problems`. Items left without a vector are no problem (import in parts): they are
+    counted and listed in `coverage`.
+    """
+
+    dry_run: bool = False
+    vectors: int = Field(description="Rows in the file.")
+    imported: int = Field(description="Vectors written (with dry_run: that would be).")
+    dimension: int | None = Field(description="The vectors' dimension; null if undecided.")
+    replaced: int = Field(0, description="Vectors removed first, with `replace`.")
+    coverage: EmbeddingCoverage
+    problems: list[EmbeddingProblem] = Field(
+        default_factory=list,
+        description=f"The first {EMBEDDING_LISTED} problems; `problem_count` counts all.",
+    )
+    problem_count: int = 0
+    notes: list[str] = Field(default_factory=list)
+    round_queued: int | None = Field(
+        default=None, description="A round queued to learn on the new vectors."
+    )
+
+
+class EmbeddingSummary(BaseModel):
+    """A project's imported vectors (the space rounds read with network "embeddings")."""
+
+    dimension: int | None = Field(description="Null while none are imported.")
+    vectors: int = Field(description="Vectors in the project's imported space.")
+    coverage: EmbeddingCoverage
 
 
 # --- the queue ----------------------------------------------------------------------------
@@ -562,10 +727,13 @@ class CatalogEntry(BaseModel):
 
 
 class Catalog(BaseModel):
-    """Every strategy, network and round phase the service knows (core.catalog)."""
+    """Every strategy, network, cold start and round phase the service knows (core.catalog)."""
 
     strategies: list[CatalogEntry]
     networks: list[CatalogEntry]
+    cold_starts: list[CatalogEntry] = Field(
+        description="What the queue holds before the first model (project setting cold_start)."
+    )
     phases: list[CatalogEntry]
 
 

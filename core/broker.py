@@ -16,6 +16,8 @@ from kombu import Queue
 from core.settings import Settings
 
 ROUND_TASK = "nextlabel.run_round"
+# A chunk of a project's images to embed, offered by a round to other workers.
+EMBED_CHUNK_TASK = "nextlabel.embed_chunk"
 GPU_QUEUE = "gpu"
 VISIBILITY_TIMEOUT_SECONDS = 3600
 BROKER_SOCKET_TIMEOUT_SECONDS = 5
@@ -94,6 +96,21 @@ def enqueue_round(celery: Celery, round_id: int) -> None:
     celery.send_task(
         ROUND_TASK,
         args=[round_id],
+        queue=GPU_QUEUE,
+        ignore_result=True,
+        retry=True,
+        retry_policy=PUBLISH_RETRY,
+    )
+
+
+def enqueue_embedding_chunk(
+    celery: Celery, project_id: int, space_key: str, item_ids: list[int]
+) -> None:
+    """Offer a chunk of images to embed to whichever worker is free; raises if the broker
+    can't take it (the round that offers it embeds it itself then)."""
+    celery.send_task(
+        EMBED_CHUNK_TASK,
+        args=[project_id, space_key, item_ids],
         queue=GPU_QUEUE,
         ignore_result=True,
         retry=True,

@@ -54,6 +54,13 @@ class RoundMetrics(BaseModel):
     decode_failures: int | None = None
     fit: FitSummary | None = None
     mc_samples: int | None = None
+    network: str | None = Field(default=None, description="The network the round trained.")
+    embedding_space: str | None = Field(
+        default=None, description="The backbone and preprocessing of the features (or null)."
+    )
+    embedded_now: int | None = Field(
+        default=None, description="Images the round embedded (the rest came from the store)."
+    )
     strategy: str | None = Field(default=None, description="What chose the queue's head.")
     device: str | None = None
     attempt: int | None = None
@@ -69,6 +76,7 @@ class PhaseTimings(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     load: float | None = None
+    embed: float | None = None
     train: float | None = None
     evaluate: float | None = None
     infer: float | None = None

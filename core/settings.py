@@ -44,6 +44,8 @@ class Settings(BaseSettings):
     webhook_max_attempts: Annotated[int, Field(ge=1, le=100)] = 8
     webhook_backoff_seconds: Annotated[float, Field(ge=0)] = 30.0
     webhook_backoff_max_seconds: Annotated[float, Field(ge=0)] = 3600.0
+    # Images one embedding task embeds: several workers share a large pool chunk by chunk.
+    embedding_chunk_items: Annotated[int, Field(ge=1, le=100_000)] = 512
 
     @model_validator(mode="after")
     def _refuse_default_secret_in_production(self) -> Settings:
@@ -87,6 +89,11 @@ class Settings(BaseSettings):
     def model_dir(self) -> Path:
         """Each round's exported model and its card (core.storage.ModelStore)."""
         return self.data_dir / "models"
+
+    @property
+    def embedding_dir(self) -> Path:
+        """Embeddings by (image content, backbone, preprocessing), shared by all projects."""
+        return self.data_dir / "embeddings"
 
     @property
     def json_logs(self) -> bool:

@@ -122,6 +122,10 @@ class ModelStore:
         ids = (int(entry.name) for entry in folder.iterdir() if entry.name.isdecimal())
         return sorted(ids, reverse=True)
 
+    def drop_project(self, project_id: int) -> None:
+        """Delete every model of a deleted project (a new project may get its id on SQLite)."""
+        shutil.rmtree(self.root / str(project_id), ignore_errors=True)
+
     def prune(self, project_id: int, *, keep: int | None = None) -> list[int]:
         """Delete all but the newest `keep` (default MODELS_KEPT_PER_PROJECT) rounds' models
         of the project; the ids deleted.

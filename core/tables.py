@@ -152,6 +152,20 @@ class Project(Base):
     show_filenames: Mapped[bool] = mapped_column(
         Boolean, default=False, server_default=text("false")
     )
+    # network "custom": a torchvision/timm model name ("torchvision:resnet50") and a weights
+    # file on the worker's disk.
+    custom_backbone: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    custom_weights: Mapped[str | None] = mapped_column(String(1000), nullable=True)
+    # What a round with no labels queues when embeddings exist (core.catalog.COLD_STARTS).
+    cold_start: Mapped[str] = mapped_column(
+        String(32), default="typiclust", server_default=text("'typiclust'")
+    )
+    # What happens to an upload whose embedding lies within near_duplicate_distance (cosine;
+    # None: the engine's default) of an image already in the project: flag, skip or off.
+    near_duplicates: Mapped[str] = mapped_column(
+        String(16), default="flag", server_default=text("'flag'")
+    )
+    near_duplicate_distance: Mapped[float | None] = mapped_column(Float, nullable=True)
 
     members: Mapped[list[Annotator]] = relationship(
         secondary="project_members", back_populates="projects", viewonly=True
@@ -191,7 +205,45 @@ class Item(Base):
     # A seeded pseudo-random sort key fixed at import: "seeded random order" for free.
     random_key: Mapped[int] = mapped_column(BigInteger)
     decode_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # The earlier item whose embedding this one's lies within the project's near-duplicate
+    # distance of, and that cosine distance; set by the worker after embedding.
+    # (No foreign key: SQLite cannot add one to an existing table in place, and items go
+    # only with their whole project.)
+    near_duplicate_of: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    near_duplicate_distance: Mapped[float | None] = mapped_column(Float, nullable=True)
+    # A near duplicate under the "skip" policy: kept and listed, never queued or trained on.
+    duplicate_skipped: Mapped[bool] = mapped_column(
+        Boolean, default=False, server_default=text("false")
+    )
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class EmbeddingProgress(Base):
+    """How far the embedding of a project's images in its current space has got.
+
+    One row per project, reset when the space (backbone, weights or preprocessing) changes;
+    chunk tasks add to `embedded` only while the row's space is theirs.
+    """
+
+    __tablename__ = "embedding_progress"
+
+    project_id: Mapped[int] = mapped_column(
+        ForeignKey("projects.id", ondelete="CASCADE"), primary_key=True
+    )
+    space_key: Mapped[str] = mapped_column(String(300))
+    total: Mapped[int] = mapped_column(Integer, default=0)
+    # Found in the store when the job started (embedded earlier, maybe by another project).
+    reused: Mapped[int] = mapped_column(Integer, default=0)
+    embedded: Mapped[int] = mapped_column(Integer, default=0)
+    failed: Mapped[int] = mapped_column(Integer, default=0)
+    state: Mapped[str] = mapped_column(String(16), default="embedding")
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # Items up to this id were compared with the earlier ones for near duplicates (kept
+    # across space changes: a flag once raised stays).
+    duplicates_checked_through: Mapped[int] = mapped_column(Integer, default=0)
 
 
 class Label(Base):

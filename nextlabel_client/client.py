@@ -14,7 +14,8 @@ Guarantees:
 - A request is sent again only when repeating it cannot do a thing twice: when it never
   reached the service (no connection), when the service answered 503 (every database
   connection busy: nothing was done), and otherwise only for reads, PUTs and DELETEs,
-  uploads (the service keeps one copy of an image) and labels (each carries an
+  uploads (the service keeps one copy of an image), embeddings (the same vectors again
+  change nothing) and labels (each carries an
   Idempotency-Key, so a retry returns the first answer). Creating a project, an annotator,
   a round or a webhook is never sent twice.
 
@@ -41,6 +42,8 @@ from nextlabel_client.models import (
     Annotator,
     AnnotatorCreated,
     Catalog,
+    EmbeddingImportReport,
+    EmbeddingSummary,
     ExportFormat,
     Health,
     ImportReport,
@@ -376,6 +379,37 @@ class Client:
     def upload_zip(self, project_id: int, name: str, data: bytes) -> ImportReport:
         """Upload one zip archive held in memory."""
         return self.upload(project_id, [(name, data)])
+
+    # --- embeddings ---------------------------------------------------------------------
+
+    @route("POST", f"{API_PREFIX}/projects/{{project_id}}/embeddings")
+    def import_embeddings(
+        self, project_id: int, file: Upload, *, dry_run: bool = False, replace: bool = False
+    ) -> EmbeddingImportReport:
+        """Import vectors keyed by file name or sha256: an .npz (``keys``, ``vectors``), an
+        .npy (a structured array with fields ``key`` and ``vector``) or a .parquet file.
+
+        Any problem refuses the whole file: ApiError 422, whose ``response.json()`` lists
+        ``problems``; ``dry_run`` reports them instead, writing nothing. ``replace``: remove
+        the project's imported vectors first (a new model's, of another dimension).
+        """
+        params = {"dry_run": dry_run, "replace": replace}
+        with ExitStack() as stack:
+            reply = self._send(
+                self.import_embeddings,
+                {"project_id": project_id},
+                # The same vectors again change nothing.
+                repeatable=True,
+                params=params,
+                files=[("file", _part(file, stack))],
+            )
+        return self._one(EmbeddingImportReport, reply)
+
+    @route("GET", f"{API_PREFIX}/projects/{{project_id}}/embeddings")
+    def embeddings(self, project_id: int) -> EmbeddingSummary:
+        """The project's imported vectors: dimension, count, and the items they cover."""
+        reply = self._send(self.embeddings, {"project_id": project_id})
+        return self._one(EmbeddingSummary, reply)
 
     @route("GET", f"{API_PREFIX}/projects/{{project_id}}/items")
     def list_items(

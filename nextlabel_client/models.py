@@ -57,13 +57,15 @@ class CatalogEntry(Reply):
 
 
 class Catalog(Reply):
-    """Every strategy, network and round phase the service knows, in the service's order."""
+    """Every strategy, network, cold start and round phase the service knows, in the
+    service's order."""
 
     strategies: list[CatalogEntry]
     networks: list[CatalogEntry]
+    cold_starts: list[CatalogEntry] = []
     phases: list[CatalogEntry]
 
-    def names(self, kind: Literal["strategies", "networks", "phases"]) -> list[str]:
+    def names(self, kind: Literal["strategies", "networks", "cold_starts", "phases"]) -> list[str]:
         return [entry.name for entry in getattr(self, kind)]
 
 
@@ -75,6 +77,8 @@ class ProjectCounts(Reply):
     pool: int
     validation: int
     labelled: int
+    near_duplicates: int = 0
+    duplicates_skipped: int = 0
 
 
 class Project(Reply):
@@ -141,6 +145,49 @@ class ImportReport(Reply):
     problems: list[SkippedFile] = []
     notes: list[str] = []
     round_queued: int | None = None
+
+
+class EmbeddingProblem(Reply):
+    key: str | None = None
+    """The key (file name or sha256) the problem is about; None for the file as a whole."""
+    reason: str
+
+
+class UncoveredItem(Reply):
+    id: int
+    filename: str
+
+
+class EmbeddingCoverage(Reply):
+    """Which of the project's items have an imported vector (rounds leave the rest out)."""
+
+    items: int
+    covered: int
+    uncovered: int
+    uncovered_items: list[UncoveredItem] = []
+
+
+class EmbeddingImportReport(Reply):
+    """What an embeddings import found and did (with ``dry_run``: would do)."""
+
+    dry_run: bool = False
+    vectors: int
+    imported: int
+    dimension: int | None = None
+    replaced: int = 0
+    coverage: EmbeddingCoverage
+    problems: list[EmbeddingProblem] = []
+    problem_count: int = 0
+    notes: list[str] = []
+    round_queued: int | None = None
+
+
+class EmbeddingSummary(Reply):
+    """A project's imported vectors and the items they cover."""
+
+    dimension: int | None = None
+    vectors: int
+    coverage: EmbeddingCoverage
 
 
 # --- the queue ------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from typing import Annotated
 
 import typer
 
+from simulate.datasets import DatasetUnavailable, load_dataset
 from simulate.experiment import run_experiment, summarise
 from simulate.records import RunConfig
 
@@ -44,7 +45,9 @@ def format_seeds(seeds: list[int]) -> str:
 
 
 def simulate(
-    dataset: Annotated[str, typer.Option(help="mnist5k, repeated-mnist or digits.")] = "digits",
+    dataset: Annotated[
+        str, typer.Option(help="mnist5k, repeated-mnist, digits or fashion-mnist.")
+    ] = "digits",
     strategy: Annotated[str, typer.Option(help=STRATEGY_HELP)] = "batchbald",
     batch_size: Annotated[int, typer.Option("--batch-size", "-b", help="Acquisition size b.")] = 10,
     seeds: Annotated[
@@ -63,7 +66,10 @@ def simulate(
         float | None, typer.Option(help="Simulated seconds per label [0; 2 with --live].")
     ] = None,
     initial_per_class: Annotated[int, typer.Option(help="Balanced initial labels/class.")] = 2,
-    network: Annotated[str, typer.Option(help="auto, mnist_cnn or resnet18.")] = "auto",
+    network: Annotated[
+        str,
+        typer.Option(help="The project's network: a name the service offers (GET /catalog)."),
+    ] = "auto",
     data_dir: Annotated[
         Path | None, typer.Option(help="Data directory for the started service (kept).")
     ] = None,
@@ -97,10 +103,24 @@ def simulate(
         network=network,
     )
     strategies = [name.strip() for name in strategy.split(",") if name.strip()]
+    try:
+        loaded = load_dataset(dataset)
+    except (DatasetUnavailable, ValueError) as error:
+        raise typer.BadParameter(str(error), param_hint="--dataset") from error
     failures = run_experiment(
-        template, strategies, parse_seeds(seeds), out, url=url, token=token, data_dir=data_dir
+        template,
+        strategies,
+        parse_seeds(seeds),
+        out,
+        url=url,
+        token=token,
+        data_dir=data_dir,
+        dataset=loaded,
     )
-    table = summarise(out, title=f"{dataset}, b={batch_size}, K={mc_samples}")
+    title = f"{dataset}, b={batch_size}, K={mc_samples}" + (
+        "" if network == "auto" else f", {network}"
+    )
+    table = summarise(out, title=title)
     if table:
         print(table)
         print(f"rounds: {out / 'rounds.csv'}  plot: {out / 'accuracy.png'}")

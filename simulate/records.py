@@ -19,7 +19,7 @@ INITIAL_PER_CLASS = 2
 # The phases the CSV records, one `<phase>_s` column each: the recorded format of the grid's
 # results. The service defines the phases (GET /catalog); `simulate.runner.run_one` checks
 # they agree.
-PHASES = ("load", "train", "evaluate", "infer", "select", "write", "total")
+PHASES = ("load", "embed", "train", "evaluate", "infer", "select", "write", "total")
 
 
 @dataclass(frozen=True)
@@ -52,6 +52,8 @@ class RoundRecord:
     mc_samples: int
     seed: int
     mode: str
+    # The network the round trained (its metrics say; a failed round: the run's --network).
+    network: str
     project_id: int
     round_id: int
     status: str
@@ -62,6 +64,7 @@ class RoundRecord:
     queue_wait_s: float | None
     observed_s: float | None
     load_s: float | None = None
+    embed_s: float | None = None
     train_s: float | None = None
     evaluate_s: float | None = None
     infer_s: float | None = None
@@ -88,6 +91,8 @@ class RunResult:
     distinct_items_labelled: int
     import_s: float
     total_s: float
+    # Waiting for the rounds the upload queued (on frozen features: embedding the dataset).
+    upload_rounds_s: float = 0.0
     checks: dict[str, Any] = field(default_factory=dict)
 
 
@@ -123,6 +128,7 @@ def make_record(
         mc_samples=config.mc_samples,
         seed=config.seed,
         mode=config.mode,
+        network=str(metrics.get("network") or config.network),
         project_id=project_id,
         round_id=round_.id,
         status=round_.status,

@@ -57,6 +57,24 @@ def wait_for_round(client: Client, round_id: int, timeout_s: float) -> RoundDeta
     raise TimeoutError(f"round {round_id} not finished after {timeout_s:.0f} s")
 
 
+def wait_until_idle(client: Client, project_id: int, timeout_s: float) -> int:
+    """Wait until the project has no queued or running round; return how many were active.
+
+    On frozen features every upload queues a round that embeds the new images, and the
+    first one embeds the whole dataset: the protocol's first round must come after those,
+    trained on the initial labels, not be one of them.
+    """
+    deadline = time.monotonic() + timeout_s
+    seen: set[int] = set()
+    while time.monotonic() < deadline:
+        active = [r for r in client.rounds(project_id) if r.status in ("queued", "running")]
+        if not active:
+            return len(seen)
+        seen.update(r.id for r in active)
+        time.sleep(POLL_S)
+    raise TimeoutError(f"project {project_id}: rounds still active after {timeout_s:.0f} s")
+
+
 def start_round(client: Client, project_id: int) -> int:
     """Ask for a round now; if one is already queued or running, that one is ours."""
     try:
@@ -251,6 +269,11 @@ def _check_catalog(admin: Client, config: RunConfig) -> None:
         raise ValueError(
             f"unknown strategy {config.strategy!r}: the service offers {', '.join(strategies)}"
         )
+    networks = catalog.names("networks")
+    if config.network not in networks:
+        raise ValueError(
+            f"unknown network {config.network!r}: the service offers {', '.join(networks)}"
+        )
     if tuple(phases) != PHASES[:-1]:
         raise RuntimeError(
             f"the service's round phases {phases} differ from the ones this "
@@ -275,6 +298,15 @@ def run_one(
     pool_ids = import_dataset(admin, project_id, dataset, archives)
     import_s = time.monotonic() - started
     logger.info("project %d: imported in %.1f s", project_id, import_s)
+    upload_rounds = wait_until_idle(admin, project_id, config.round_timeout_s)
+    upload_rounds_s = time.monotonic() - started - import_s
+    if upload_rounds:
+        logger.info(
+            "project %d: %d round(s) the upload queued (embedding) took %.1f s",
+            project_id,
+            upload_rounds,
+            upload_rounds_s,
+        )
     clients = setup_team(admin, project_id, config.annotators, admin.base_url)
     try:
         team = AnnotatorTeam(
@@ -301,6 +333,7 @@ def run_one(
         labels_exported=exported,
         distinct_items_labelled=len(labelled),
         import_s=import_s,
+        upload_rounds_s=upload_rounds_s,
         total_s=time.monotonic() - started,
         checks={
             "export_matches_labels": exported == len(team.events) == distinct,

@@ -8,6 +8,7 @@ Imported only by worker processes (worker.main), because a round needs torch. On
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from dataclasses import asdict
@@ -16,12 +17,20 @@ from typing import Any
 from celery import Task
 from celery.signals import setup_logging, worker_ready, worker_shutting_down
 
-from core.broker import ROUND_TASK, NextlabelCelery, enqueue_round, make_celery
+from core.broker import (
+    EMBED_CHUNK_TASK,
+    ROUND_TASK,
+    NextlabelCelery,
+    enqueue_embedding_chunk,
+    enqueue_round,
+    make_celery,
+)
 from core.dispatch import SWEEP_SECONDS, RoundDispatcher
 from core.logs import configure_logging
 from core.rounds import recover_rounds, sweep_rounds
 from core.settings import Settings
 from core.webhooks import DeliveryPolicy, WebhookSender
+from worker.round.embed import embed_shared_chunk
 from worker.round.run import WorkerContext, run_round
 
 log = logging.getLogger(__name__)
@@ -36,7 +45,17 @@ def worker_context(app: NextlabelCelery) -> WorkerContext:
         session_factory=context.session_factory,
     )
     context.enqueue = dispatcher.send
+    context.share_chunk = functools.partial(_offer_chunk, app)
     return context
+
+
+def _offer_chunk(
+    app: NextlabelCelery, project_id: int, space_key: str, item_ids: list[int]
+) -> None:
+    try:
+        enqueue_embedding_chunk(app, project_id, space_key, item_ids)
+    except Exception as exc:  # the offering round embeds the chunk itself
+        log.warning("could not offer an embedding chunk to other workers: %s", exc)
 
 
 class RoundSweeper(threading.Thread):
@@ -90,6 +109,12 @@ def make_worker_app(settings: Settings) -> NextlabelCelery:
         finally:
             sweeper.running_round = None
         return asdict(outcome)
+
+    @app.task(name=EMBED_CHUNK_TASK, acks_late=True, reject_on_worker_lost=True)
+    def embed_chunk_task(project_id: int, space_key: str, item_ids: list[int]) -> int:
+        """Embed a chunk a round offered; safe twice: the store skips what it holds."""
+        setup = sweeper.context.embedding_setup()
+        return embed_shared_chunk(setup, project_id, space_key, item_ids)
 
     @setup_logging.connect(weak=False)
     def use_nextlabel_logging(**_: Any) -> None:

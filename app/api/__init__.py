@@ -11,6 +11,7 @@ from fastapi import APIRouter
 from app.api import (
     annotators,
     catalog,
+    embeddings,
     export,
     health,
     items,
@@ -25,7 +26,7 @@ from app.api import (
 
 def routers() -> list[APIRouter]:
     modules = (
-        annotators, catalog, projects, items, queue, labels, rounds, metrics, export, webhooks,
-        health,
+        annotators, catalog, projects, items, embeddings, queue, labels, rounds, metrics, export,
+        webhooks, health,
     )  # fmt: skip
     return [module.router for module in modules]

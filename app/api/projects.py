@@ -5,10 +5,20 @@ from __future__ import annotations
 from fastapi import APIRouter, Response, status
 
 from app.api.params import AnnotatorId, ProjectId
-from app.deps import API_PREFIX, AdminUser, CurrentUser, SessionDep
+from app.deps import (
+    API_PREFIX,
+    AdminUser,
+    CurrentUser,
+    DispatcherDep,
+    EmbeddingsDep,
+    SessionDep,
+    SettingsDep,
+)
 from app.schemas import AnnotatorPublic, ProjectCreate, ProjectPublic, ProjectUpdate
 from app.services import annotators as annotator_service
 from app.services import projects as service
+from core.embeddings import imported_space_key
+from core.storage import ModelStore
 from core.tables import Project
 
 router = APIRouter(prefix=f"{API_PREFIX}/projects", tags=["projects"])
@@ -17,6 +27,8 @@ router = APIRouter(prefix=f"{API_PREFIX}/projects", tags=["projects"])
 def _public(session: SessionDep, project: Project) -> ProjectPublic:
     public = ProjectPublic.model_validate(project)
     public.counts = service.project_counts(session=session, project_id=project.id)
+    public.resolved_network = service.resolved_network(project)
+    public.embedding = service.embedding_progress(session=session, project=project)
     return public
 
 
@@ -49,10 +61,21 @@ def get_project(project_id: ProjectId, session: SessionDep, user: CurrentUser) -
     responses={409: {"description": "Another project has this name"}},
 )
 def update_project(
-    project_id: ProjectId, body: ProjectUpdate, session: SessionDep, admin: AdminUser
+    project_id: ProjectId,
+    body: ProjectUpdate,
+    session: SessionDep,
+    admin: AdminUser,
+    dispatcher: DispatcherDep,
 ) -> ProjectPublic:
+    """A change of representation (network, backbone, image size or channels) on frozen
+    features queues a round at once: it embeds the images anew and refreshes the queue."""
     project = service.get_visible_project(session=session, user=admin, project_id=project_id)
-    return _public(session, service.update_project(session=session, project=project, data=body))
+    before = service.representation_of(project)
+    updated = service.update_project(session=session, project=project, data=body)
+    reembed = service.reembed_round(session=session, project=updated, before=before)
+    if reembed is not None:
+        dispatcher.send_soon(reembed)
+    return _public(session, updated)
 
 
 @router.delete(
@@ -60,9 +83,20 @@ def update_project(
     status_code=status.HTTP_204_NO_CONTENT,
     summary="Delete a project with its items, labels and rounds",
 )
-def delete_project(project_id: ProjectId, session: SessionDep, admin: AdminUser) -> Response:
+def delete_project(
+    project_id: ProjectId,
+    session: SessionDep,
+    admin: AdminUser,
+    settings: SettingsDep,
+    embeddings: EmbeddingsDep,
+) -> Response:
+    """The project's rows go with it, and so do the files that are its alone: its exported
+    models and the vectors imported for it (SQLite may give a new project the same id).
+    Images and backbone embeddings are content-addressed and may be shared: they stay."""
     project = service.get_visible_project(session=session, user=admin, project_id=project_id)
     service.delete_project(session=session, project=project)
+    ModelStore(settings.model_dir).drop_project(project_id)
+    embeddings.space(imported_space_key(project_id)).clear()
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 

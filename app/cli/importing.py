@@ -1,5 +1,6 @@
 """`nextlabel import`: reading a folder, zip or .npz into a listing, planning and writing the
-import with progress bars, and reporting what it found and did."""
+import with progress bars, and reporting what it found and did; `nextlabel
+import-embeddings`: a project's own vectors, checked, written and their coverage reported."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ import typer
 from tqdm import tqdm
 
 from app.cli.base import DataDir, cli, or_exit, settings_for
-from app.schemas import ImportReport
+from app.schemas import EmbeddingImportReport, ImportReport
+from app.services.embedding_import import FORMATS_TEXT, EmbeddingsRefused, import_embeddings
 from app.services.imports import (
     ImportRefused,
     Listing,
@@ -29,6 +31,7 @@ from app.services.imports import (
 from app.services.manifests import LabelUse, parse_manifest
 from app.services.projects import find_project
 from core.db import make_engine, make_session_factory
+from core.embeddings import EmbeddingStore
 from core.migrate import upgrade_database
 from core.settings import Settings
 from core.storage import LocalImageStore
@@ -181,3 +184,79 @@ def _print_report(report: ImportReport) -> None:
         echo(f"note: {note}")
     if report.round_queued is not None:
         echo(f"round {report.round_queued} queued: the labels made it due")
+
+
+# Uncovered items the command prints; the report (and the API) lists more.
+UNCOVERED_PRINTED = 20
+
+
+@cli.command("import-embeddings")
+def import_embeddings_(
+    project: Annotated[str, typer.Argument(help="Project id or name.")],
+    path: Annotated[
+        Path,
+        typer.Argument(exists=True, dir_okay=False, help=f"The vectors: {FORMATS_TEXT}."),
+    ],
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Check everything and say what would happen.")
+    ] = False,
+    replace: Annotated[
+        bool,
+        typer.Option("--replace", help="Remove the project's imported vectors first."),
+    ] = False,
+    data_dir: DataDir = None,
+) -> None:
+    """Import your own vectors for a project's images, keyed by file name or sha256. Nothing
+    is written while a key, a vector or the dimension has a problem; items left without a
+    vector are listed."""
+    settings = settings_for(data_dir, existing=True)
+    upgrade_database(settings.resolved_database_url)
+    factory = make_session_factory(make_engine(settings.resolved_database_url))
+    with factory() as session, path.open("rb") as source:
+        target = or_exit(lambda: find_project(session=session, ref=project))
+        try:
+            report = import_embeddings(
+                session=session,
+                embeddings=EmbeddingStore(settings.embedding_dir),
+                project=target,
+                source=source,
+                name=path.name,
+                max_bytes=settings.max_upload_bytes,
+                dry_run=dry_run,
+                replace=replace,
+            )
+        except EmbeddingsRefused as refused:
+            _print_embedding_report(refused.report)
+            typer.echo(f"error: {refused}", err=True)
+            raise typer.Exit(code=1) from None
+    _print_embedding_report(report)
+    if report.problems:  # a dry run that found problems
+        raise typer.Exit(code=1)
+
+
+def _print_embedding_report(report: EmbeddingImportReport) -> None:
+    """What the embeddings import found and did (or would do), on stderr."""
+    echo = functools.partial(typer.echo, err=True)
+    verb = "would import" if report.dry_run else "imported"
+    if report.problems:
+        echo(f"{report.vectors} vectors: {report.problem_count} problems")
+        for problem in report.problems:
+            echo(f"  {problem.key if problem.key is not None else '(file)'}: {problem.reason}")
+        if report.problem_count > len(report.problems):
+            echo(f"  … and {report.problem_count - len(report.problems)} more")
+    else:
+        echo(f"{verb} {report.imported} vectors of dimension {report.dimension}")
+    if report.replaced:
+        echo(f"{'would remove' if report.dry_run else 'removed'} {report.replaced} earlier vectors")
+    coverage = report.coverage
+    echo(f"coverage: {coverage.covered} of {coverage.items} items have a vector")
+    if coverage.uncovered:
+        echo(f"{coverage.uncovered} items without a vector (rounds leave them out):")
+        for item in coverage.uncovered_items[:UNCOVERED_PRINTED]:
+            echo(f"  item {item.id}: {item.filename}")
+        if coverage.uncovered > UNCOVERED_PRINTED:
+            echo(f"  … and {coverage.uncovered - UNCOVERED_PRINTED} more")
+    for note in report.notes:
+        echo(f"note: {note}")
+    if report.round_queued is not None:
+        echo(f"round {report.round_queued} queued: it learns on the new vectors")

@@ -47,6 +47,12 @@ class ItemFields(Protocol):
     def label_count(self) -> int: ...
     @property
     def decode_error(self) -> str | None: ...
+    @property
+    def near_duplicate_of(self) -> int | None: ...
+    @property
+    def near_duplicate_distance(self) -> float | None: ...
+    @property
+    def duplicate_skipped(self) -> bool: ...
 
 
 ITEM_FIELD_NAMES = (
@@ -59,6 +65,9 @@ ITEM_FIELD_NAMES = (
     "known_label",
     "label_count",
     "decode_error",
+    "near_duplicate_of",
+    "near_duplicate_distance",
+    "duplicate_skipped",
 )
 
 
@@ -173,6 +182,9 @@ def to_public(
             known_label=item.known_label,
             label_count=item.label_count,
             decode_error=item.decode_error,
+            near_duplicate_of=item.near_duplicate_of,
+            near_duplicate_distance=item.near_duplicate_distance,
+            duplicate_skipped=item.duplicate_skipped,
             image_url=image_url(item.id),
             my_label=mine.get(item.id),
         )
@@ -187,6 +199,8 @@ def _status_filter(status: ItemStatus | None) -> list[ColumnElement[bool]]:
         return [Item.split == Split.pool, Item.label_count == 0]
     if status == "validation":
         return [Item.split == Split.validation]
+    if status == "near_duplicate":
+        return [Item.near_duplicate_of.is_not(None)]
     return []
 
 

@@ -3,20 +3,26 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import asdict
+from typing import Any
 
 from sqlalchemy import bindparam, case, delete, exists, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from app.schemas import ProjectCounts, ProjectCreate, ProjectUpdate
+from app.schemas import EmbeddingProgressPublic, ProjectCounts, ProjectCreate, ProjectUpdate
 from app.services import Conflict, Invalid, NotFound, dialect_insert
+from core.catalog import EMBEDDING_NETWORKS, resolve_network
+from core.embedding_progress import view_progress
 from core.hotkeys import hotkey_problems, normalise_key
-from core.tables import Annotator, Item, Project, ProjectMember, Role, Split
+from core.rounds import open_round
+from core.tables import Annotator, EmbeddingProgress, Item, Project, ProjectMember, Role, Split
 
 
 def create_project(*, session: Session, data: ProjectCreate) -> Project:
     fields = data.model_dump()
     fields["hotkeys"] = checked_hotkeys(classes=data.classes, hotkeys=data.hotkeys)
+    _check_custom_backbone(fields)
     project = Project(**fields)
     session.add(project)
     try:
@@ -86,14 +92,21 @@ def checked_hotkeys(*, classes: list[str], hotkeys: dict[str, str]) -> dict[str,
     return {name: normalise_key(key) for name, key in hotkeys.items()}
 
 
+# Settings where null means "the default" and may be sent to return to it.
+_NULLABLE_SETTINGS = ("queue_size", "near_duplicate_distance")
+
+
 def update_project(*, session: Session, project: Project, data: ProjectUpdate) -> Project:
     changes = {
         field: value
         for field, value in data.model_dump(exclude_unset=True).items()
-        if value is not None or field == "queue_size"
+        if value is not None or field in _NULLABLE_SETTINGS
     }
     if "hotkeys" in changes:  # checked before anything changes
         changes["hotkeys"] = checked_hotkeys(classes=project.classes, hotkeys=changes["hotkeys"])
+    if changes.get("network", "custom") != "custom":  # leaving "custom" forgets its model
+        changes = {"custom_backbone": None, "custom_weights": None, **changes}
+    _check_custom_backbone({**_backbone_settings(project), **changes})
     for field, value in changes.items():
         setattr(project, field, value)
     try:
@@ -102,6 +115,64 @@ def update_project(*, session: Session, project: Project, data: ProjectUpdate) -
         session.rollback()
         raise Conflict(f"A project named {data.name!r} already exists.") from None
     return project
+
+
+def _backbone_settings(project: Project) -> dict[str, Any]:
+    return {
+        "network": project.network,
+        "custom_backbone": project.custom_backbone,
+        "custom_weights": project.custom_weights,
+    }
+
+
+def _check_custom_backbone(settings: dict[str, Any]) -> None:
+    """Network "custom" names its model and weights; other networks must not (they would be
+    accepted and ignored). Whether the file fits is checked where it is read, by the worker."""
+    named = [field for field in ("custom_backbone", "custom_weights") if settings.get(field)]
+    if settings.get("network") == "custom" and len(named) < 2:
+        raise Invalid(
+            "network 'custom' needs custom_backbone (such as 'torchvision:resnet50') and "
+            "custom_weights (the weights file's path on the worker)."
+        )
+    if settings.get("network") != "custom" and named:
+        raise Invalid(
+            f"{' and '.join(named)} apply only with network 'custom', not "
+            f"{settings.get('network')!r}."
+        )
+
+
+# Settings that change what a round's embeddings are.
+_REPRESENTATION = ("network", "custom_backbone", "custom_weights", "image_size", "image_channels")
+
+
+def resolved_network(project: Project) -> str:
+    return resolve_network(
+        project.network, channels=project.image_channels, size=project.image_size
+    )
+
+
+def representation_of(project: Project) -> tuple[object, ...]:
+    """The settings that decide what a round's embeddings are."""
+    return tuple(getattr(project, field) for field in _REPRESENTATION)
+
+
+def reembed_round(*, session: Session, project: Project, before: tuple[object, ...]) -> int | None:
+    """Queue a round when an update changed the representation of a project on frozen
+    features (a value that changed, not one resent as it was); the id of the round to send,
+    or None (no change, or a round already active)."""
+    if representation_of(project) == before or resolved_network(project) not in EMBEDDING_NETWORKS:
+        return None
+    opened = open_round(session=session, project=project, trigger="settings")
+    return opened.id if opened is not None else None
+
+
+def embedding_progress(*, session: Session, project: Project) -> EmbeddingProgressPublic | None:
+    if resolved_network(project) not in EMBEDDING_NETWORKS:
+        return None
+    row = session.get(EmbeddingProgress, project.id)
+    if row is None:
+        return None
+    return EmbeddingProgressPublic.model_validate(asdict(view_progress(row)))
 
 
 def delete_project(*, session: Session, project: Project) -> None:
@@ -129,14 +200,22 @@ def remove_member(*, session: Session, project: Project, annotator: Annotator) -
 
 def project_counts(*, session: Session, project_id: int) -> ProjectCounts:
     labelled = func.sum(case((Item.label_count > 0, 1), else_=0))
+    # Near duplicates ride along in the same scan: the dashboard polls these counts.
+    flagged = func.sum(case((Item.near_duplicate_of.is_not(None), 1), else_=0))
+    skipped = func.sum(case((Item.duplicate_skipped.is_(True), 1), else_=0))
     rows = session.execute(
-        select(Item.split, func.count(), labelled)
+        select(Item.split, func.count(), labelled, flagged, skipped)
         .where(Item.project_id == project_id)
         .group_by(Item.split)
     ).all()
-    counts = {split: (total, done or 0) for split, total, done in rows}
+    counts = {split: (total, done or 0) for split, total, done, _, _ in rows}
     pool, labelled_pool = counts.get(Split.pool, (0, 0))
     validation, _ = counts.get(Split.validation, (0, 0))
     return ProjectCounts(
-        items=pool + validation, pool=pool, validation=validation, labelled=labelled_pool
+        items=pool + validation,
+        pool=pool,
+        validation=validation,
+        labelled=labelled_pool,
+        near_duplicates=sum(row[3] or 0 for row in rows),
+        duplicates_skipped=sum(row[4] or 0 for row in rows),
     )

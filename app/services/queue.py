@@ -41,7 +41,7 @@ from app.services import annotator_lock, begin_write, is_postgresql
 from app.services.items import ITEM_FIELD_NAMES, ItemFields
 from app.services.leases import grant_leases, lease_expiry
 from app.services.projects import project_not_visible
-from core.catalog import STRATEGY_ENTRIES
+from core.catalog import COLD_START_ENTRIES, STRATEGY_ENTRIES
 from core.db import table_of
 from core.tables import (
     Annotator,
@@ -153,9 +153,11 @@ _LEASES = table_of(Lease)
 _SKIPS = table_of(Skip)
 # The columns ItemPublic shows, in the shape of ItemFields.
 _ITEM_FIELDS = tuple(_ITEMS.c[name] for name in ITEM_FIELD_NAMES)
-# Unlabelled, not leased live by anyone, not skipped by the caller.
+# Unlabelled, not a skipped near duplicate, not leased live by anyone, not skipped by the
+# caller.
 _AVAILABLE = (
     _ITEMS.c.label_count == 0,
+    _ITEMS.c.duplicate_skipped.is_(False),
     ~exists().where(_LEASES.c.item_id == _ITEMS.c.id, _LEASES.c.expires_at >= _NOW),
     ~exists().where(_SKIPS.c.item_id == _ITEMS.c.id, _SKIPS.c.annotator_id == _ME),
 )
@@ -531,7 +533,8 @@ def reason(pick: Pick) -> str:
     )
 
 
-_STRATEGIES = {entry.name: entry for entry in STRATEGY_ENTRIES}
+# Cold starts name the picks of a round without a model (strategy "random" is in both).
+_STRATEGIES = {entry.name: entry for entry in (*COLD_START_ENTRIES, *STRATEGY_ENTRIES)}
 
 
 def strategy_label(name: str) -> str:

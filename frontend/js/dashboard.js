@@ -11,13 +11,15 @@ import * as api from "./api.js";
 import { renderAnnotators, renderClassCounts } from "./dashboard/counts.js";
 import { bindCreateProject, focusCreateProject } from "./dashboard/create-project.js";
 import { LearningCurve } from "./dashboard/curve.js";
+import { DuplicatesPanel } from "./dashboard/duplicates.js";
+import { renderEmbedding } from "./dashboard/embedding.js";
 import { bindExport } from "./dashboard/export.js";
 import { renderEmptyProject, renderHead, setTitle, showNoProject } from "./dashboard/head.js";
 import { Members } from "./dashboard/members.js";
 import { QueuePanel } from "./dashboard/queue.js";
 import { bindRetrain, renderRetrain } from "./dashboard/retrain.js";
 import { renderPhaseLegend, renderRounds } from "./dashboard/rounds.js";
-import { bindSettings, fillSettings } from "./dashboard/settings.js";
+import { bindSettings, fillSettings, renderResolvedNetwork } from "./dashboard/settings.js";
 import { renderTiles } from "./dashboard/tiles.js";
 import { bindUpload } from "./dashboard/upload.js";
 import * as session from "./session.js";
@@ -31,6 +33,7 @@ class Dashboard {
     this.root = $("#dashboard");
     this.curve = new LearningCurve();
     this.queue = new QueuePanel();
+    this.duplicates = new DuplicatesPanel();
     this.members = new Members(this);
   }
 
@@ -54,6 +57,7 @@ class Dashboard {
     bindSettings(this);
     bindUpload(this);
     this.members.bind();
+    this.duplicates.bind(this);
     api.connection.addEventListener("change", ({ detail }) => {
       if (detail.online) hideBanner();
       else
@@ -76,6 +80,8 @@ class Dashboard {
       ]);
       this.project = project;
       renderHead(project);
+      renderResolvedNetwork(project);
+      renderEmbedding(project);
       renderEmptyProject(this.root, project, metrics);
       renderRetrain(metrics);
       renderTiles(metrics);
@@ -83,7 +89,7 @@ class Dashboard {
       renderClassCounts(project, metrics);
       renderAnnotators(metrics);
       renderRounds(project, rounds);
-      await this.queue.render(metrics.queue);
+      await Promise.all([this.queue.render(metrics.queue), this.duplicates.render(metrics.totals)]);
     } catch (error) {
       if (!api.isUnavailable(error)) toast(`Could not refresh: ${error.message}`, "error");
     }

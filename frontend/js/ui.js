@@ -93,19 +93,29 @@ export function plural(count, one, many = `${one}s`) {
 }
 
 /**
- * The server's catalog (GET /catalog, core/catalog.py): every strategy and round phase with
- * the name people read. Loaded once at sign-in (session.start), so no list is kept here.
+ * The server's catalog (GET /catalog, core/catalog.py): every strategy, network, cold start
+ * and round phase with the name people read. Loaded once at sign-in (session.start), so no
+ * list is kept here.
  */
-const catalog = { strategies: [], phases: [] };
+const catalog = { strategies: [], networks: [], cold_starts: [], phases: [] };
 
-export function setCatalog({ strategies, phases }) {
+export function setCatalog({ strategies, networks = [], cold_starts = [], phases }) {
   catalog.strategies = strategies;
+  catalog.networks = networks;
+  catalog.cold_starts = cold_starts;
   catalog.phases = phases;
 }
 
 export const strategies = () => catalog.strategies;
+export const networks = () => catalog.networks;
+export const coldStarts = () => catalog.cold_starts;
 export const phases = () => catalog.phases;
 
+const labelIn = (entries, id) => entries.find((entry) => entry.name === id)?.label || id;
+
+/** A queue's strategy: an acquisition strategy, or the cold start of a round without a model. */
 export function strategyName(id) {
-  return catalog.strategies.find((entry) => entry.name === id)?.label || id;
+  return labelIn([...catalog.strategies, ...catalog.cold_starts], id);
 }
+
+export const networkName = (id) => labelIn(catalog.networks, id);

@@ -197,7 +197,7 @@ def test_every_string_of_a_json_body_refuses_control_characters(api: Api, bad: s
             assert loc in _locs(response), (path, name, response.json())
             assert f"U+{ord(bad):04X}" in response.json()["detail"]
             checked.add(name)
-    assert checked == {"name", "classes", "label", "url"}
+    assert checked == {"name", "classes", "label", "url", "custom_backbone", "custom_weights"}
 
 
 def test_nul_in_names_stores_nothing(api: Api) -> None:

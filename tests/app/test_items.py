@@ -44,7 +44,14 @@ def test_upload_50_images_and_a_zip_with_corrupt_file_and_labels_csv(api: Api) -
     assert "corrupt" in report["skipped"][0]["reason"] or "image" in report["skipped"][0]["reason"]
 
     counts = api.get(f"/api/v1/projects/{pid}").json()["counts"]
-    assert counts == {"items": 54, "pool": 52, "validation": 2, "labelled": 0}
+    assert counts == {
+        "items": 54,
+        "pool": 52,
+        "validation": 2,
+        "labelled": 0,
+        "near_duplicates": 0,
+        "duplicates_skipped": 0,
+    }
     page = api.get(f"/api/v1/projects/{pid}/items", params={"status": "validation"}).json()
     known = {item["filename"]: item["known_label"] for item in page["items"]}
     assert known == {"val/v1.png": "cat", "val/v2.png": "dog"}

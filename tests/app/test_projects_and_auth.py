@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import func, select
 
-from core.catalog import STRATEGIES
+from core.catalog import COLD_STARTS, PHASES, STRATEGIES
 from core.tables import Item, Label
 from tests.app.conftest import Api
 
@@ -18,7 +18,14 @@ def test_project_crud(api: Api) -> None:
         5,
         10,
     )
-    assert created["counts"] == {"items": 0, "pool": 0, "validation": 0, "labelled": 0}
+    assert created["counts"] == {
+        "items": 0,
+        "pool": 0,
+        "validation": 0,
+        "labelled": 0,
+        "near_duplicates": 0,
+        "duplicates_skipped": 0,
+    }
     assert created["created_at"].endswith(("Z", "+00:00"))
 
     duplicate = api.post("/api/v1/projects", json={"name": "animals", "classes": ["a", "b"]})
@@ -159,7 +166,8 @@ def test_the_catalog_lists_what_projects_accept(api: Api) -> None:
     catalog = api.get("/api/v1/catalog").json()
     strategies = [entry["name"] for entry in catalog["strategies"]]
     assert strategies == list(STRATEGIES)
-    assert [entry["name"] for entry in catalog["phases"]][:2] == ["load", "train"]
+    assert [entry["name"] for entry in catalog["phases"]] == list(PHASES)
+    assert [entry["name"] for entry in catalog["cold_starts"]] == list(COLD_STARTS)
     assert all(entry["label"] and entry["description"] for entry in catalog["networks"])
     for name in strategies:  # every listed strategy is one a project takes
         response = api.patch(f"/api/v1/projects/{api.project(name)['id']}", json={"strategy": name})

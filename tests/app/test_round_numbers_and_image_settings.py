@@ -74,3 +74,91 @@ def test_creating_a_project_with_an_unknown_field_is_a_422(api: Api) -> None:
     )
     assert answer.status_code == 422 and "image_width" in answer.json()["detail"]
     assert api.get("/api/v1/projects").json() == []
+
+
+# --- representations (issue 17) ------------------------------------------------------------
+
+
+def test_auto_resolves_to_the_paper_cnn_for_small_grey_images_else_the_pretrained_backbone(
+    api: Api,
+) -> None:
+    grey = api.project("grey", image_size=28, image_channels=1)
+    photos = api.project("photos", image_size=64, image_channels=3)
+    assert (grey["network"], grey["resolved_network"]) == ("auto", "mnist_cnn")
+    assert (photos["network"], photos["resolved_network"]) == ("auto", "efficientnet_lite0")
+    assert grey["embedding"] is None and photos["embedding"] is None  # nothing embedded yet
+    assert (photos["cold_start"], photos["near_duplicates"]) == ("typiclust", "flag")
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ({"network": "custom"}, "needs custom_backbone"),
+        ({"network": "custom", "custom_backbone": "torchvision:resnet50"}, "custom_weights"),
+        ({"custom_weights": "/models/w.pt"}, "apply only with network 'custom'"),
+        ({"network": "custom", "custom_backbone": "keras:resnet50"}, "custom_backbone"),
+        ({"cold_start": "kmeans"}, "cold_start"),
+        ({"near_duplicates": "delete"}, "near_duplicates"),
+        ({"near_duplicate_distance": 1.5}, "near_duplicate_distance"),
+    ],
+)
+def test_backbone_settings_that_do_not_fit_are_a_422_saying_why(
+    api: Api, body: dict[str, object], message: str
+) -> None:
+    pid = api.project(image_channels=3, image_size=64)["id"]
+    answer = api.patch(f"/api/v1/projects/{pid}", json=body)
+    assert answer.status_code == 422, answer.text
+    assert message in answer.json()["detail"]
+    assert api.get(f"/api/v1/projects/{pid}").json()["network"] == "auto"  # nothing changed
+
+
+def test_a_custom_backbone_is_kept_and_forgotten_when_the_network_changes(api: Api) -> None:
+    custom = {
+        "network": "custom",
+        "custom_backbone": "torchvision:resnet50",
+        "custom_weights": "/models/resnet50-team.pt",
+    }
+    pid = api.project(image_channels=3, image_size=64, **custom)["id"]
+    stored = api.get(f"/api/v1/projects/{pid}").json()
+    assert {key: stored[key] for key in custom} == custom
+
+    moved = api.patch(f"/api/v1/projects/{pid}", json={"network": "efficientnet_lite0"}).json()
+
+    assert (moved["custom_backbone"], moved["custom_weights"]) == (None, None)
+
+
+def test_the_near_duplicate_distance_returns_to_the_default_with_null(api: Api) -> None:
+    pid = api.project(near_duplicate_distance=0.1)["id"]
+    assert api.get(f"/api/v1/projects/{pid}").json()["near_duplicate_distance"] == 0.1
+
+    reset = api.patch(f"/api/v1/projects/{pid}", json={"near_duplicate_distance": None})
+
+    assert reset.json()["near_duplicate_distance"] is None
+
+
+def test_changing_the_representation_of_a_project_on_embeddings_queues_a_round(
+    api: Api,
+) -> None:
+    pid = api.project(image_channels=3, image_size=64)["id"]
+    assert api.get(f"/api/v1/projects/{pid}/rounds").json() == []
+
+    api.patch(f"/api/v1/projects/{pid}", json={"mc_samples": 10})  # not the representation
+    api.patch(f"/api/v1/projects/{pid}", json={"image_channels": 3})  # resent as it was
+    assert api.get(f"/api/v1/projects/{pid}/rounds").json() == []
+    api.patch(f"/api/v1/projects/{pid}", json={"image_channels": 1})
+
+    rounds = api.get(f"/api/v1/projects/{pid}/rounds").json()
+    assert [(r["status"], r["trigger"]) for r in rounds] == [("queued", "settings")]
+
+
+def test_an_upload_to_a_project_on_embeddings_queues_a_round_to_embed_it(api: Api) -> None:
+    photos = api.project("photos", image_channels=3, image_size=64)["id"]
+    digits = api.project("digits", image_channels=1, image_size=28)["id"]
+
+    api.upload_images(photos, 3)
+    api.upload_images(digits, 3, first_seed=100)
+
+    queued = api.get(f"/api/v1/projects/{photos}/rounds").json()
+    assert [(r["status"], r["trigger"]) for r in queued] == [("queued", "upload")]
+    # Pixels: nothing to embed, and a round waits for retrain_every labels as before.
+    assert api.get(f"/api/v1/projects/{digits}/rounds").json() == []

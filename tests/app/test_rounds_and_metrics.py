@@ -174,7 +174,14 @@ def test_metrics_values(api: Api) -> None:
     api.label(ids[2], "bird", bob)
 
     metrics = api.get(f"/api/v1/projects/{pid}/metrics", ann).json()
-    assert metrics["totals"] == {"items": 6, "pool": 5, "validation": 1, "labelled": 3}
+    assert metrics["totals"] == {
+        "items": 6,
+        "pool": 5,
+        "validation": 1,
+        "labelled": 3,
+        "near_duplicates": 0,
+        "duplicates_skipped": 0,
+    }
     assert metrics["label_counts"] == {"cat": 0, "dog": 2, "bird": 1}
     per_annotator = {a["name"]: (a["labels"], a["labels_today"]) for a in metrics["annotators"]}
     assert per_annotator == {"ann": (1, 1), "bob": (2, 2)}

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import pytest
 from fastapi import FastAPI
 
@@ -133,6 +134,7 @@ def test_every_client_method_works_against_a_live_service(
     assert "nextlabel" in wire(admin.prometheus_metrics)
     catalog = wire(admin.catalog)
     assert "batchbald" in catalog.names("strategies") and catalog.phases
+    assert catalog.names("cold_starts") == ["typiclust", "probcover", "random"]
     assert wire(admin.me).role == "admin"
 
     # A project and a member.
@@ -160,6 +162,14 @@ def test_every_client_method_works_against_a_live_service(
     assert len(wire(admin.iter_items, project.id, "unlabelled", page_size=1)) == 4
     assert wire(admin.item, report.created[0]).filename == "img0.png"
     assert wire(admin.image, report.created[0]).startswith(PNG_SIGNATURE)
+
+    # Embeddings: vectors for three of the four images, by file name.
+    vectors = io.BytesIO()
+    np.savez(vectors, keys=[name for name, _ in pngs], vectors=np.eye(3, 4, dtype=np.float32))
+    imported = wire(admin.import_embeddings, project.id, ("vectors.npz", vectors.getvalue()))
+    assert (imported.imported, imported.dimension, imported.coverage.uncovered) == (3, 4, 1)
+    assert [item.filename for item in imported.coverage.uncovered_items] == ["a.png"]
+    assert wire(admin.embeddings, project.id).vectors == 3
 
     # Labelling: next, a label replayed with its key, undo, skip, a lease given back.
     first, second = wire(admin.next_items, project.id, n=2)

@@ -280,6 +280,36 @@ def screenshot(page: Page, name: str, full_page: bool = False) -> Path:
     return path
 
 
+# The dashboard at phone width (390 px), for every test that shows its panels there: every
+# element wider than its box must be a region that scrolls sideways (overflow-x auto or
+# scroll) and is marked as such (data-overflowing: a hint and edge shadows); nothing may
+# reach past the right edge of the screen except inside such a region.
+OVERFLOW_REPORT = """() => {
+    const width = document.documentElement.clientWidth;
+    const unmarked = [];
+    const outside = [];
+    const inScroller = (node) => {
+        for (let up = node.parentElement; up; up = up.parentElement) {
+            if (['auto', 'scroll'].includes(getComputedStyle(up).overflowX)) return true;
+        }
+        return false;
+    };
+    const name = (node) => node.id ? `#${node.id}` : `${node.tagName}.${node.className}`;
+    for (const node of document.querySelectorAll('#dashboard *')) {
+        if (!node.getClientRects().length) continue;
+        const style = getComputedStyle(node);
+        if (node.scrollWidth > node.clientWidth + 1 && node.clientWidth > 0) {
+            const scrolls = ['auto', 'scroll'].includes(style.overflowX);
+            if (scrolls && !node.hasAttribute('data-overflowing') && node.tagName !== 'PRE') {
+                unmarked.push(name(node));
+            }
+        }
+        const box = node.getBoundingClientRect();
+        if (box.right > width + 1 && !inScroller(node)) outside.push(name(node));
+    }
+    return { unmarked, outside };
+}"""
+
 # --------------------------------------------------------------------------- the labelling page
 
 # The class buttons' hotkeys, in class order: on a digits project each digit's own key

@@ -7,7 +7,16 @@ from collections.abc import Callable
 from datetime import timedelta
 
 import pytest
-from browser_support import PHONE, Api, Console, Project, Server, digit_pngs, screenshot
+from browser_support import (
+    OVERFLOW_REPORT,
+    PHONE,
+    Api,
+    Console,
+    Project,
+    Server,
+    digit_pngs,
+    screenshot,
+)
 from playwright.sync_api import Page, expect
 from sqlalchemy.orm import Session
 
@@ -16,34 +25,6 @@ from core.tables import QueueEntry, Round, RoundStatus, utcnow
 
 pytestmark = pytest.mark.browser
 
-# Every element wider than its box must be a region that scrolls sideways (overflow-x auto or
-# scroll) and is marked as such (data-overflowing: a hint and edge shadows); nothing may
-# reach past the right edge of the screen except inside such a region.
-OVERFLOW_REPORT = """() => {
-    const width = document.documentElement.clientWidth;
-    const unmarked = [];
-    const outside = [];
-    const inScroller = (node) => {
-        for (let up = node.parentElement; up; up = up.parentElement) {
-            if (['auto', 'scroll'].includes(getComputedStyle(up).overflowX)) return true;
-        }
-        return false;
-    };
-    const name = (node) => node.id ? `#${node.id}` : `${node.tagName}.${node.className}`;
-    for (const node of document.querySelectorAll('#dashboard *')) {
-        if (!node.getClientRects().length) continue;
-        const style = getComputedStyle(node);
-        if (node.scrollWidth > node.clientWidth + 1 && node.clientWidth > 0) {
-            const scrolls = ['auto', 'scroll'].includes(style.overflowX);
-            if (scrolls && !node.hasAttribute('data-overflowing') && node.tagName !== 'PRE') {
-                unmarked.push(name(node));
-            }
-        }
-        const box = node.getBoundingClientRect();
-        if (box.right > width + 1 && !inScroller(node)) outside.push(name(node));
-    }
-    return { unmarked, outside };
-}"""
 SCORES_INSIDE_TILES = """() => [...document.querySelectorAll('#queue figure')].every((figure) => {
     const tile = figure.getBoundingClientRect();
     return [...figure.querySelectorAll('figcaption span')].every((span) => {

@@ -51,3 +51,16 @@ def test_a_strategy_the_service_does_not_offer_is_refused_before_anything_is_mad
         run_one(admin, dataset, Archives.build(dataset), config)
     with app.state.session_factory() as session:
         assert session.scalar(select(func.count()).select_from(Project)) == 0
+
+
+def test_a_network_the_service_does_not_offer_is_refused_before_anything_is_made(
+    admin: Client, app: FastAPI
+) -> None:
+    config = RunConfig(
+        dataset="digits", strategy="random", batch_size=10, seed=0, budget=20, network="vgg"
+    )
+    dataset = load_dataset("digits")
+    with pytest.raises(ValueError, match="unknown network 'vgg'"):
+        run_one(admin, dataset, Archives.build(dataset), config)
+    with app.state.session_factory() as session:
+        assert session.scalar(select(func.count()).select_from(Project)) == 0

@@ -320,14 +320,21 @@ def test_a_deleted_projects_model_is_never_served_to_the_project_given_its_ids(
 ) -> None:
     gone = wk_digits(pool=60, validation=20)
     gone_round = _trained_round(wk_context, wk_session, gone, per_class=2)
+    models = ModelStore(wk_context.settings.model_dir)
+    old = models.get(gone.project_id, gone_round)
+    assert old is not None
+    left_behind = {"model": old.model_path.read_bytes(), "card": old.card_path.read_bytes()}
     admin.delete_project(gone.project_id)
+    assert models.round_ids(gone.project_id) == []  # deleted with its project
 
     # SQLite hands the newest ids out again: the new project and its first round get them.
     project = wk_digits(pool=30, validation=10)
     round_id = queue_round(wk_session, project.project_id)
     assert (project.project_id, round_id) == (gone.project_id, gone_round)
     assert run_round(round_id, settings=wk_context.settings, context=wk_context).status == "done"
-    assert ModelStore(wk_context.settings.model_dir).get(project.project_id, round_id)
+    # Even files left behind (a deletion that could not remove them) are not served: the
+    # card names a round that started before this one.
+    models.put(project.project_id, round_id, **left_behind)
 
     with pytest.raises(ApiError) as refused:
         admin.export(project.project_id, "model")

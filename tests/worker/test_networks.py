@@ -9,6 +9,7 @@ import torch
 import torchvision
 
 from worker.engine.networks import (
+    FeatureHead,
     MCDropoutNetwork,
     MnistCNN,
     NetworkSpec,
@@ -17,7 +18,7 @@ from worker.engine.networks import (
     resolve_network_name,
 )
 from worker.engine.scores import validate_log_probs
-from worker.engine.training import mc_log_probs
+from worker.engine.training import TrainConfig, fit, mc_log_probs
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
 CPU = torch.device("cpu")
@@ -32,10 +33,11 @@ def images(n: int, channels: int, size: int, seed: int = 0) -> torch.Tensor:
     [
         (1, 28, "auto", "mnist_cnn"),
         (1, 32, "auto", "mnist_cnn"),
-        (1, 33, "auto", "resnet18"),
-        (3, 28, "auto", "resnet18"),
+        (1, 33, "auto", "efficientnet_lite0"),
+        (3, 28, "auto", "efficientnet_lite0"),
         (3, 28, "mnist_cnn", "mnist_cnn"),
         (1, 28, "resnet18", "resnet18"),
+        (1, 28, "embeddings", "embeddings"),
     ],
 )
 def test_network_choice_follows_image_settings(
@@ -43,8 +45,40 @@ def test_network_choice_follows_image_settings(
 ) -> None:
     spec = NetworkSpec(num_classes=10, in_channels=channels, image_size=size, name=name)
     assert resolve_network_name(spec) == expected
-    network = build_network(spec, seed=0)
-    assert isinstance(network, MnistCNN if expected == "mnist_cnn" else ResNet18MCDropout)
+    network = build_network(spec, seed=0, feature_dim=16)
+    kinds = {"mnist_cnn": MnistCNN, "resnet18": ResNet18MCDropout}
+    assert isinstance(network, kinds.get(expected, FeatureHead))
+
+
+def test_a_head_on_embeddings_needs_their_size() -> None:
+    spec = NetworkSpec(num_classes=3, in_channels=3, image_size=64)
+    with pytest.raises(ValueError, match="feature_dim"):
+        build_network(spec, seed=0)
+
+
+def test_the_feature_head_gives_consistent_mc_samples_and_learns() -> None:
+    generator = torch.Generator().manual_seed(0)
+    centres_C_D = torch.randn(3, 32, generator=generator) * 3
+    y = torch.arange(3).repeat(40)
+    x = centres_C_D[y] + torch.randn(len(y), 32, generator=generator)
+    head = build_network(NetworkSpec(3, 3, 64, name="efficientnet_lite0"), seed=0, feature_dim=32)
+    assert isinstance(head, FeatureHead)
+    head.fit_scaling(x)
+
+    fit(head, x, y, config=TrainConfig(seed=0, min_steps=200), device=torch.device("cpu"))
+    log_probs_N_K_C = mc_log_probs(head, x, mc_samples=5, seed=1, device=torch.device("cpu"))
+    one_at_a_time = torch.cat(
+        [
+            mc_log_probs(head, x[i : i + 1], mc_samples=5, seed=1, device=torch.device("cpu"))
+            for i in range(4)
+        ]
+    )
+
+    assert log_probs_N_K_C.shape == (120, 5, 3)
+    torch.testing.assert_close(log_probs_N_K_C[:4], one_at_a_time)
+    accuracy = (log_probs_N_K_C.exp().mean(1).argmax(1) == y).float().mean()
+    assert accuracy > 0.95
+    assert log_probs_N_K_C.exp().std(dim=1).max() > 0  # the K samples disagree somewhere
 
 
 def test_paper_cnn_has_the_paper_layout_at_28px() -> None:
@@ -144,10 +178,10 @@ def test_resnet_loads_local_weights_and_sums_rgb_filters_for_grey(tmp_path: Path
     reference = torchvision.models.resnet18(weights=None)
     path = tmp_path / "resnet18.pt"
     torch.save(reference.state_dict(), path)
-    rgb = build_network(NetworkSpec(4, 3, 64, weights_path=str(path)), seed=1)
+    rgb = build_network(NetworkSpec(4, 3, 64, "resnet18", weights_path=str(path)), seed=1)
     assert isinstance(rgb, ResNet18MCDropout)
     assert torch.equal(rgb.backbone.layer4[1].conv2.weight, reference.layer4[1].conv2.weight)
-    grey = build_network(NetworkSpec(4, 1, 64, weights_path=str(path)), seed=1)
+    grey = build_network(NetworkSpec(4, 1, 64, "resnet18", weights_path=str(path)), seed=1)
     assert isinstance(grey, ResNet18MCDropout)
     expected = reference.conv1.weight.sum(dim=1, keepdim=True)
     torch.testing.assert_close(grey.backbone.conv1.weight, expected)
@@ -157,9 +191,9 @@ def test_bad_weights_and_specs_raise(tmp_path: Path) -> None:
     bad = tmp_path / "bad.pt"
     torch.save({"conv1.weight": torch.zeros(3)}, bad)
     with pytest.raises(ValueError, match="ResNet-18"):
-        build_network(NetworkSpec(4, 3, 64, weights_path=str(bad)))
+        build_network(NetworkSpec(4, 3, 64, "resnet18", weights_path=str(bad)))
     with pytest.raises(ValueError, match="not a file"):
-        build_network(NetworkSpec(4, 3, 64, weights_path=str(tmp_path / "missing.pt")))
+        build_network(NetworkSpec(4, 3, 64, "resnet18", weights_path=str(tmp_path / "missing.pt")))
     with pytest.raises(ValueError, match="unknown network"):
         build_network(NetworkSpec(4, 3, 64, name="vgg"))
     with pytest.raises(ValueError, match="in_channels"):

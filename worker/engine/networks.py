@@ -1,10 +1,12 @@
 """MC-dropout networks with consistent dropout masks.
 
-Two networks, chosen from the image settings (or named by the user):
+Three networks, chosen from the image settings (or named by the user):
 
 * ``mnist_cnn``: the BatchBALD paper's MNIST CNN, for small grey images.
 * ``resnet18``: torchvision's ResNet-18 trunk (random init, or a local weights file) with an
   MC-dropout head ``fc -> ReLU -> dropout -> fc``.
+* ``FeatureHead``: the same kind of head on a frozen backbone's cached embeddings
+  (``efficientnet_lite0``, ``custom`` and ``embeddings``; worker.engine.backbones).
 
 Each network splits into ``trunk`` (the deterministic part before the first dropout, which
 MC inference may compute once per item) and ``head`` (everything from the first dropout on).
@@ -27,13 +29,13 @@ import torchvision
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from core.catalog import NETWORKS
+from core.catalog import EMBEDDING_NETWORKS, resolve_network
 
 logger = logging.getLogger(__name__)
 
-# "auto" picks the paper CNN up to this side length for single-channel images.
-MNIST_CNN_MAX_SIZE = 32
 RESNET_HIDDEN = 128
+# Hidden units of the head on frozen features.
+FEATURE_HIDDEN = 256
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
@@ -64,35 +66,39 @@ class NetworkSpec:
 
 
 def resolve_network_name(spec: NetworkSpec) -> str:
-    """The concrete network for a spec: ``mnist_cnn`` for small grey images, else resnet18."""
-    if spec.name not in NETWORKS:
-        raise ValueError(f"unknown network {spec.name!r}; expected one of {NETWORKS}")
-    if spec.name != "auto":
-        return spec.name
-    if spec.in_channels == 1 and spec.image_size <= MNIST_CNN_MAX_SIZE:
-        return "mnist_cnn"
-    return "resnet18"
+    """The concrete network for a spec (core.catalog.resolve_network owns the rule)."""
+    return resolve_network(spec.name, channels=spec.in_channels, size=spec.image_size)
 
 
-def build_network(spec: NetworkSpec, *, seed: int | None = None) -> MCDropoutNetwork:
+def build_network(
+    spec: NetworkSpec, *, seed: int | None = None, feature_dim: int | None = None
+) -> MCDropoutNetwork:
     """A freshly initialised network for ``spec``.
 
     Args:
         spec: the network settings.
         seed: when given, initialise the weights from this seed without touching the global
             RNG state; otherwise torch's global RNG initialises them as usual.
+        feature_dim: the embedding size, for the networks that learn on embeddings.
 
     Raises:
         ValueError: invalid spec, or a weights file that does not fit ResNet-18.
     """
     _check_spec(spec)
     name = resolve_network_name(spec)
+    if name in EMBEDDING_NETWORKS and feature_dim is None:
+        raise ValueError(f"network {name!r} learns on embeddings: give their feature_dim")
     with torch.random.fork_rng(devices=[], enabled=seed is not None):
         if seed is not None:
             torch.manual_seed(seed)
-        network: MCDropoutNetwork = (
-            MnistCNN(spec) if name == "mnist_cnn" else ResNet18MCDropout(spec)
-        )
+        network: MCDropoutNetwork
+        if name in EMBEDDING_NETWORKS:
+            assert feature_dim is not None
+            network = FeatureHead(spec, feature_dim)
+        elif name == "mnist_cnn":
+            network = MnistCNN(spec)
+        else:
+            network = ResNet18MCDropout(spec)
     logger.info(
         "built %s: %d parameters, %d classes, %d channels, %d px",
         name,
@@ -148,6 +154,12 @@ class MCDropoutNetwork(nn.Module, ABC):
     std: Tensor
     light_head: bool = False
     """True when the head is cheap next to the trunk, so trunk-once chunks may be larger."""
+    input_ndim: int = 4
+    """The rank of one batch of inputs: 4 for images ``[n, C, H, W]``, 2 for features."""
+
+    @property
+    def input_layout(self) -> str:
+        return "[N, channels, H, W]" if self.input_ndim == 4 else "[N, features]"
 
     @abstractmethod
     def trunk(self, x: Tensor) -> Tensor:
@@ -338,6 +350,53 @@ class ResNet18MCDropout(MCDropoutNetwork):
 
     def mask_shapes(self) -> dict[str, tuple[int, ...]]:
         return {"head": (RESNET_HIDDEN,)}
+
+    def head_mc(self, features_K_n: Tensor, masks: Masks) -> Tensor:
+        return self.fc2(_apply_mask(features_K_n, masks["head"]))
+
+
+class FeatureHead(MCDropoutNetwork):
+    """An MC-dropout head on frozen embeddings: ``standardise -> fc -> ReLU -> dropout -> fc``.
+
+    The inputs are a frozen backbone's features ``[n, D]`` (worker.engine.backbones), cached
+    once per image, so a round trains only this head: seconds on a CPU. The features are
+    standardised with the statistics of the round's whole set (labelled and unlabelled: no
+    labels are read), set by :meth:`fit_scaling` before training. Dropout sits after the
+    hidden layer, so MC inference runs the first layer once per item and the K masks on the
+    hidden units only (as in the ResNet head).
+    """
+
+    light_head = True
+    input_ndim = 2
+
+    def __init__(self, spec: NetworkSpec, feature_dim: int, hidden: int = FEATURE_HIDDEN) -> None:
+        super().__init__()
+        if feature_dim < 1:
+            raise ValueError(f"feature_dim must be >= 1, got {feature_dim}")
+        self.num_classes = spec.num_classes
+        self.dropout = spec.dropout
+        self.feature_dim = feature_dim
+        self.fc1 = nn.Linear(feature_dim, hidden)
+        self.fc2 = nn.Linear(hidden, spec.num_classes)
+        # Persistent: an exported head must carry the scaling it was trained with.
+        self.register_buffer("mean", torch.zeros(feature_dim))
+        self.register_buffer("std", torch.ones(feature_dim))
+
+    def fit_scaling(self, features_N_D: Tensor) -> None:
+        """Per-dimension mean and standard deviation of the round's features (label-free)."""
+        with torch.no_grad():
+            self.mean.copy_(features_N_D.mean(dim=0))
+            self.std.copy_(features_N_D.std(dim=0).clamp_min(1e-6))
+
+    def trunk(self, x: Tensor) -> Tensor:
+        return F.relu(self.fc1((x - self.mean) / self.std))
+
+    def head(self, features: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        p = self.dropout if self.training else 0.0
+        return self.fc2(_dropout(features, p, channels=False, generator=generator))
+
+    def mask_shapes(self) -> dict[str, tuple[int, ...]]:
+        return {"head": (self.fc1.out_features,)}
 
     def head_mc(self, features_K_n: Tensor, masks: Masks) -> Tensor:
         return self.fc2(_apply_mask(features_K_n, masks["head"]))

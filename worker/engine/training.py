@@ -318,8 +318,10 @@ def _autocast(device: torch.device, bf16: bool) -> contextlib.AbstractContextMan
 
 
 def _check_xy(model: MCDropoutNetwork, x: Tensor, y: Tensor, what: str) -> None:
-    if x.ndim != 4:
-        raise ValueError(f"{what} images must be [N, channels, H, W], got {tuple(x.shape)}")
+    if x.ndim != model.input_ndim:
+        raise ValueError(
+            f"{what} inputs must have {model.input_ndim} dimensions, got {tuple(x.shape)}"
+        )
     if y.ndim != 1 or len(y) != len(x):
         raise ValueError(
             f"{what} labels must be [N] matching {len(x)} images, got {tuple(y.shape)}"
@@ -368,8 +370,8 @@ def mc_log_probs(
     """
     if mc_samples < 1 or chunk_size < 1:
         raise ValueError(f"mc_samples and chunk_size must be >= 1, got {mc_samples}, {chunk_size}")
-    if x_pool.ndim != 4:
-        raise ValueError(f"pool images must be [N, channels, H, W], got {tuple(x_pool.shape)}")
+    if x_pool.ndim != model.input_ndim:
+        raise ValueError(f"pool inputs must be {model.input_layout}, got {tuple(x_pool.shape)}")
     device = device or pick_device()
     trunk_once = True if trunk_once is None else trunk_once
     model.to(device).eval()

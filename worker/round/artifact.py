@@ -7,9 +7,10 @@ item's prediction; before it is saved, the saved bytes are loaded back and check
 those predictions, and the card records the difference. A project keeps the models of its
 newest few rounds (core.storage.MODELS_KEPT_PER_PROJECT); older ones are deleted.
 
-Only networks that read pixels are exported: a round that learns a head on a frozen
-backbone's embeddings saves nothing until the backbone is composed in as the module's
-encoder (worker.engine.export.MeanPredictive takes one).
+A round that learns a head on a frozen backbone's embeddings exports the backbone composed
+in as the module's encoder (worker.engine.export.MeanPredictive), so its module still takes
+images: decoded at the backbone's side in the project's mode. Imported embeddings have no
+encoder nextlabel could ship: those rounds save nothing, and the export says so.
 
 Saving is a step of its own before the round's write. A model that cannot be saved does not
 fail the round: its queue and predictions are what labelling needs and are sound without it.
@@ -26,6 +27,7 @@ import warnings
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+import numpy as np
 import torch
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
@@ -33,11 +35,12 @@ from sqlalchemy.orm import Session, sessionmaker
 from core.model_card import CardProject, CardRound, ModelCard, Outputs, ReproductionCheck
 from core.report import RoundMetrics
 from core.rounds import Claim, RoundAbandoned
-from core.storage import MODEL_FILE, ModelStore, StoredModel
+from core.storage import MODEL_FILE, ImageStore, ModelStore, StoredModel
 from core.tables import Project, Round
+from worker.engine.backbones import Backbone
 from worker.engine.export import load_script, mean_predictive_module, script_bytes
-from worker.engine.images import ImageSpec, preprocessing_of
-from worker.engine.networks import MCDropoutNetwork, NetworkSpec, resolve_network_name
+from worker.engine.images import ImageSpec, decode_image, preprocessing_of
+from worker.engine.networks import MCDropoutNetwork
 from worker.round.data import RoundData, RoundTensors
 
 log = logging.getLogger(__name__)
@@ -83,6 +86,49 @@ print(card["classes"][int(probs.argmax())], float(probs.max()))
 
 
 @dataclass(frozen=True)
+class ModelInput:
+    """What the exported module reads, and the images it is checked on.
+
+    Attributes:
+        spec: the decoded image's side and channels (the card's preprocessing).
+        encoder: images → the network's input (a frozen backbone); None: the identity.
+        check_images: float ``[n, C, H, W]`` in [0, 1], the round's first n pool items.
+    """
+
+    spec: ImageSpec
+    encoder: torch.nn.Module | None
+    check_images: torch.Tensor
+
+
+def pixel_input(data: RoundData, tensors: RoundTensors) -> ModelInput:
+    """A network on pixels: its input is the round's own images."""
+    project = data.project
+    spec = ImageSpec(project.image_size, project.image_channels)
+    return ModelInput(spec, None, tensors.x_pool[:CHECK_ITEMS])
+
+
+def backbone_input(
+    images: ImageStore,
+    data: RoundData,
+    tensors: RoundTensors,
+    backbone: Backbone,
+    *,
+    max_pixels: int,
+) -> ModelInput:
+    """A head on a frozen backbone: the module reads images as the embed phase decodes them
+    (the backbone's side, the project's mode) and runs the backbone first."""
+    spec = ImageSpec(backbone.preprocessing.input_size, data.project.image_channels)
+    by_id = {item.item_id: item for item in data.pool}
+    checked = [by_id[item_id] for item_id in tensors.pool_ids[:CHECK_ITEMS]]
+    pixels = [
+        decode_image(images.get(item.file_key), spec, max_pixels=max_pixels) for item in checked
+    ]
+    shape = (0, spec.channels, spec.size, spec.size)
+    stacked = np.stack(pixels) if pixels else np.zeros(shape, dtype=np.uint8)
+    return ModelInput(spec, backbone.encoder, torch.from_numpy(stacked).float().div_(255))
+
+
+@dataclass(frozen=True)
 class RoundFacts:
     """What the card says about the round that the round's snapshot does not hold."""
 
@@ -102,6 +148,7 @@ def save_round_model(
     seed: int,
     log_probs_N_K_C: torch.Tensor | None,
     metrics: RoundMetrics,
+    model_input: ModelInput | None = None,
 ) -> RoundMetrics:
     """Save the round's model and card, then prune the project's older models.
 
@@ -115,19 +162,19 @@ def save_round_model(
         seed: the round's seed, which drew the masks of its pool predictions.
         log_probs_N_K_C: the round's pool predictions (None without a pool).
         metrics: the round's report, which the card includes.
+        model_input: what the module reads (default: the round's pixels); None for a round on
+            imported embeddings, which saves nothing.
 
     Returns:
         `metrics`, with a note when the model could not be saved.
     """
-    project = data.project
-    image_shape = (project.image_channels, project.image_size, project.image_size)
-    if tuple(tensors.x_pool.shape[1:]) != image_shape:
-        log.info("round %s learns on embeddings: no model exported", claim.round_id)
+    if model_input is None:
+        log.info("round %s learns on imported embeddings: no model exported", claim.round_id)
         return metrics
     started = time.perf_counter()
     try:
         facts = read_round_facts(session_factory, claim)
-        saved = _save(store, claim, data, tensors, model, seed, log_probs_N_K_C, metrics, facts)
+        saved = _save(store, claim, data, model_input, model, seed, log_probs_N_K_C, metrics, facts)
     except RoundAbandoned:
         raise
     except Exception as exc:  # any failure to save leaves the round itself as it is
@@ -162,7 +209,7 @@ def _save(
     store: ModelStore,
     claim: Claim,
     data: RoundData,
-    tensors: RoundTensors,
+    model_input: ModelInput,
     model: MCDropoutNetwork,
     seed: int,
     log_probs_N_K_C: torch.Tensor | None,
@@ -174,17 +221,25 @@ def _save(
         # torch 2.10+ calls TorchScript deprecated; it is still what torch.jit.load reads
         # with torch alone, which is the point of the export.
         warnings.filterwarnings("ignore", message=r".*torch\.jit\..* is deprecated")
+        # A backbone's branches on the input's shape are fixed by the traced size, which is
+        # the card's size: the warning says just that.
+        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+        spec = model_input.spec
         module = mean_predictive_module(
             model,
             mc_samples=project.mc_samples,
             seed=seed,
-            image_shape=(project.image_channels, project.image_size, project.image_size),
+            image_shape=(spec.channels, spec.size, spec.size),
+            encoder=model_input.encoder,
         )
         model_bytes = script_bytes(module)
         check = reproduction_check(
-            load_script(model_bytes), tensors, log_probs_N_K_C, device=metrics.device or "cpu"
+            load_script(model_bytes),
+            model_input.check_images,
+            log_probs_N_K_C,
+            device=metrics.device or "cpu",
         )
-    card = model_card(claim, data, seed, metrics, facts, check)
+    card = model_card(claim, data, seed, metrics, facts, check, spec)
     return store.put(
         claim.project_id,
         claim.round_id,
@@ -196,19 +251,19 @@ def _save(
 @torch.no_grad()
 def reproduction_check(
     module: torch.jit.ScriptModule,
-    tensors: RoundTensors,
+    check_images: torch.Tensor,
     log_probs_N_K_C: torch.Tensor | None,
     *,
     device: str,
 ) -> ReproductionCheck:
     """The saved module on the first pool items against the predictions the round stores."""
-    n = min(CHECK_ITEMS, len(tensors.pool_ids))
+    n = min(CHECK_ITEMS, len(check_images))
     if log_probs_N_K_C is None or n == 0:
         return ReproductionCheck(items=0, max_abs_difference=None, device=device)
     K = log_probs_N_K_C.shape[1]
     # As worker.round.write computes the stored probabilities.
     stored_n_C = (torch.logsumexp(log_probs_N_K_C[:n].double(), dim=1) - math.log(K)).exp()
-    saved_n_C = module(tensors.x_pool[:n].cpu().float()).double()
+    saved_n_C = module(check_images[:n].cpu().float()).double()
     difference = float((saved_n_C - stored_n_C).abs().max())
     if difference > CHECK_TOLERANCE:
         log.warning(
@@ -226,21 +281,16 @@ def model_card(
     metrics: RoundMetrics,
     facts: RoundFacts,
     check: ReproductionCheck,
+    spec: ImageSpec,
 ) -> ModelCard:
     project = data.project
-    network = NetworkSpec(
-        num_classes=len(project.classes),
-        in_channels=project.image_channels,
-        image_size=project.image_size,
-        name=project.network,
-    )
     return ModelCard(
         model_file=MODEL_FILE,
         project=CardProject(id=project.id, name=facts.project_name),
         round=CardRound(id=claim.round_id, number=facts.number, started_at=facts.started_at),
         classes=list(project.classes),
-        network=resolve_network_name(network),
-        preprocessing=preprocessing_of(ImageSpec(project.image_size, project.image_channels)),
+        network=project.resolved_network,
+        preprocessing=preprocessing_of(spec),
         outputs=Outputs(
             layout=OUTPUT_LAYOUT,
             mc_samples=project.mc_samples,

@@ -17,6 +17,7 @@ import torch
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from core.catalog import EMBEDDING_NETWORKS, resolve_network
 from core.rounds import Claim, RoundAbandoned, fenced
 from core.storage import ImageStore
 from core.tables import Item, Label, Project, Split, is_current
@@ -26,6 +27,10 @@ log = logging.getLogger(__name__)
 
 NO_VALIDATION_NOTE = "no validation items"
 NO_LABELS_NOTE = "no labels yet: the queue is the pool in seeded random order"
+COLD_START_NOTE = (
+    "no labels yet: the queue starts with the cold start's picks over the embeddings, then "
+    "the pool in seeded random order"
+)
 POOL_USED_UP_NOTE = "pool used up: no unlabelled items left to queue"
 # Validation items are split so that the accuracy a round reports never comes from the items
 # that chose its epoch: one in STOPPING_SHARE (at most the paper's 1,024) only steers early
@@ -48,6 +53,20 @@ class ProjectSnapshot:
     image_channels: int
     network: str
     seed: int
+    custom_backbone: str | None = None
+    custom_weights: str | None = None
+    cold_start: str = "typiclust"
+    near_duplicates: str = "flag"
+    near_duplicate_distance: float | None = None
+
+    @property
+    def resolved_network(self) -> str:
+        """The concrete network ("auto" resolved by the image settings)."""
+        return resolve_network(self.network, channels=self.image_channels, size=self.image_size)
+
+    @property
+    def learns_on_embeddings(self) -> bool:
+        return self.resolved_network in EMBEDDING_NETWORKS
 
     @classmethod
     def of(cls, project: Project) -> ProjectSnapshot:
@@ -63,6 +82,11 @@ class ProjectSnapshot:
             image_channels=project.image_channels,
             network=project.network,
             seed=project.seed,
+            custom_backbone=project.custom_backbone,
+            custom_weights=project.custom_weights,
+            cold_start=project.cold_start,
+            near_duplicates=project.near_duplicates,
+            near_duplicate_distance=project.near_duplicate_distance,
         )
 
 
@@ -81,7 +105,8 @@ class RoundData:
 
 @dataclass
 class RoundTensors:
-    """The round's inputs, decoded once and moved to the device once."""
+    """The round's inputs, decoded once and moved to the device once: images in [0, 1], or
+    a frozen backbone's embeddings (worker.round.embed)."""
 
     x_train: torch.Tensor
     y_train: torch.Tensor
@@ -190,6 +215,7 @@ def _unlabelled_pool(session: Session, project_id: int) -> list[ItemImage]:
             Item.split == Split.pool,
             Item.label_count == 0,
             Item.decode_error.is_(None),
+            Item.duplicate_skipped.is_(False),
         )
         .order_by(Item.random_key, Item.id)  # the seeded random order the API serves
     ).all()
@@ -215,27 +241,56 @@ def load_tensors(
 ) -> RoundTensors:
     """Decode (or fetch from the cache) every image once and move them to the device once."""
     project = data.project
-    wanted = [it for it, _ in data.train] + [it for it, _ in data.validation] + data.pool
     decoded = images.load(
         project_id=project.id,
-        items=wanted,
+        items=round_items(data),
         spec=ImageSpec(project.image_size, project.image_channels),
         store=store,
     )
     if decoded.failures:
-        _record_decode_errors(session_factory, decoded.failures)
-    row_of = {item_id: row for row, item_id in enumerate(decoded.item_ids)}
-    pixels = decoded.pixels_N_C_H_W.to(device)
+        record_decode_errors(session_factory, decoded.failures)
+    return assemble_tensors(
+        data,
+        decoded.item_ids,
+        decoded.pixels_N_C_H_W.to(device),
+        device,
+        divide_by=255.0,
+        decode_failures=len(decoded.failures),
+    )
+
+
+def round_items(data: RoundData) -> list[ItemImage]:
+    """Every image the round reads: training, validation, then pool items."""
+    return [it for it, _ in data.train] + [it for it, _ in data.validation] + data.pool
+
+
+def assemble_tensors(
+    data: RoundData,
+    item_ids: Sequence[int],
+    inputs_N: torch.Tensor,
+    device: torch.device,
+    *,
+    divide_by: float | None = None,
+    decode_failures: int = 0,
+) -> RoundTensors:
+    """Split one tensor of inputs (row i: item `item_ids[i]`) into the round's roles.
+
+    Args:
+        inputs_N: uint8 pixels or float embeddings, one row per item, on `device`.
+        divide_by: divide the gathered rows by it as floats (pixels: 255); None: as they are.
+        decode_failures: items left out because their image could not be decoded.
+    """
+    row_of = {item_id: row for row, item_id in enumerate(item_ids)}
 
     def gather(items: Sequence[ItemImage]) -> tuple[torch.Tensor, list[int]]:
         kept = [it.item_id for it in items if it.item_id in row_of]
         rows = torch.tensor([row_of[i] for i in kept], dtype=torch.long, device=device)
-        return pixels.index_select(0, rows).float().div_(255.0), kept
+        chosen = inputs_N.index_select(0, rows).float()
+        return (chosen.div_(divide_by) if divide_by is not None else chosen), kept
 
-    train_items = [it for it, _ in data.train]
     train_class = {it.item_id: c for it, c in data.train}
     val_class = {it.item_id: c for it, c in data.validation}
-    x_train, train_ids = gather(train_items)
+    x_train, train_ids = gather([it for it, _ in data.train])
     stopping, reporting = split_validation([it for it, _ in data.validation])
     x_val, val_ids = gather(reporting)
     x_stop, stop_ids = gather(stopping)
@@ -253,7 +308,7 @@ def load_tensors(
         y_stop=classes_of(stop_ids, val_class),
         x_pool=x_pool,
         pool_ids=pool_ids,
-        decode_failures=len(decoded.failures),
+        decode_failures=decode_failures,
     )
 
 
@@ -280,7 +335,7 @@ def _unit_hash(item_id: int) -> float:
     return int.from_bytes(digest, "little") / 2**64
 
 
-def _record_decode_errors(session_factory: sessionmaker[Session], failures: dict[int, str]) -> None:
+def record_decode_errors(session_factory: sessionmaker[Session], failures: dict[int, str]) -> None:
     # Its own transaction: the item is marked even if the round is later abandoned, so no
     # round ever tries the image again.
     with session_factory() as session, session.begin():

@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from worker.engine.networks import MCDropoutNetwork, NetworkSpec, build_network
+from worker.engine.networks import FeatureHead, MCDropoutNetwork, NetworkSpec, build_network
 from worker.engine.training import FitReport, TrainConfig, evaluate, fit, mc_log_probs
 from worker.round.data import (
     MIN_VALIDATION_TO_SPLIT,
@@ -19,8 +19,14 @@ from worker.round.data import (
 
 
 def train_model(
-    data: RoundData, tensors: RoundTensors, config: TrainConfig, device: torch.device
+    data: RoundData,
+    tensors: RoundTensors,
+    config: TrainConfig,
+    device: torch.device,
+    *,
+    feature_dim: int | None = None,
 ) -> tuple[MCDropoutNetwork, FitReport]:
+    """A fresh network (or head, on embeddings of `feature_dim`) trained on the labels."""
     project = data.project
     spec = NetworkSpec(
         num_classes=len(project.classes),
@@ -29,7 +35,11 @@ def train_model(
         name=project.network,
     )
     # A fresh network every round (no weights carried over), initialised from the round's seed.
-    model = build_network(spec, seed=config.seed).to(device)
+    model = build_network(spec, seed=config.seed, feature_dim=feature_dim).to(device)
+    if isinstance(model, FeatureHead):
+        # Label-free statistics of every vector the round reads.
+        every = (tensors.x_train, tensors.x_val, tensors.x_stop, tensors.x_pool)
+        model.fit_scaling(torch.cat([x for x in every if len(x)]))
     # Early stopping watches its own share of the validation items (see split_validation).
     x_val, y_val = _seen_class_subset(tensors.x_stop, tensors.y_stop, tensors.y_train)
     report = fit(

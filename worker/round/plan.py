@@ -7,10 +7,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from core.catalog import BAYESIAN_STRATEGIES
 from worker.engine.acquisition import select as acquire
+from worker.engine.coldstart import probcover, typiclust
 from worker.round.data import ProjectSnapshot
 
 
@@ -81,4 +83,29 @@ def _fill_with_powerbald(
         pick_scores=torch.cat([plan.pick_scores, tail.batch_scores]),
         pick_strategies=plan.pick_strategies + ["powerbald"] * count,
         scores=plan.scores,
+    )
+
+
+def plan_cold_start(
+    project: ProjectSnapshot, features_N_D: torch.Tensor, seed: int
+) -> tuple[str, QueuePlan] | None:
+    """Before any model: the project's cold start over the pool's embeddings (TypiClust or
+    ProbCover), or None for seeded random order. The picks head the queue; the rest of the
+    queue follows in the pool's seeded random order."""
+    if project.cold_start == "random":
+        return None
+    features = features_N_D.detach().cpu().numpy()
+    budget = min(project.queue_size, len(features))
+    if project.cold_start == "typiclust":
+        selection = typiclust(features, budget, seed=seed % 2**32)
+    else:
+        selection = probcover(features, budget, num_classes=len(project.classes), seed=seed % 2**32)
+    picked = torch.from_numpy(selection.indices.astype(np.int64))
+    scores = torch.from_numpy(selection.scores.astype(np.float64)).float()
+    count = len(picked)
+    return project.cold_start, QueuePlan(
+        indices=picked,
+        pick_scores=scores,
+        pick_strategies=[project.cold_start] * count,
+        scores=torch.zeros(len(features)),
     )

@@ -17,9 +17,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 
+import torch
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.db import make_engine, make_session_factory
+from core.embeddings import EmbeddingStore
 from core.report import FitSummary, PhaseTimings, RoundMetrics, stored
 from core.rounds import (
     Claim,
@@ -35,11 +37,19 @@ from core.settings import Settings
 from core.storage import ImageStore, LocalImageStore, ModelStore
 from worker.engine.images import ImageCache
 from worker.engine.training import TrainConfig, pick_device
-from worker.round.artifact import save_round_model
-from worker.round.data import POOL_USED_UP_NOTE, load_round_data, load_tensors, record_start
+from worker.round.artifact import ModelInput, backbone_input, pixel_input, save_round_model
+from worker.round.data import (
+    POOL_USED_UP_NOTE,
+    RoundData,
+    RoundTensors,
+    load_round_data,
+    load_tensors,
+    record_start,
+)
+from worker.round.embed import EmbeddedRound, EmbeddingSetup, ShareChunk, embed_round
 from worker.round.model import evaluate_model, infer_pool, train_model
-from worker.round.plan import plan_queue
-from worker.round.write import mark_failed, write_random_round, write_round
+from worker.round.plan import plan_cold_start, plan_queue
+from worker.round.write import mark_failed, write_first_round, write_round
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +67,19 @@ class WorkerContext:
     worker_id: str = field(default_factory=current_worker_id)
     # The training schedule; each round replaces its seed. (Tests and benches shorten it.)
     train_config: TrainConfig = field(default_factory=TrainConfig)
+    embeddings: EmbeddingStore | None = None
+    # Offers embedding chunks to other workers (worker.tasks); None: embed them all here.
+    share_chunk: ShareChunk = None
+
+    def embedding_setup(self) -> EmbeddingSetup:
+        return EmbeddingSetup(
+            store=self.store,
+            embeddings=self.embeddings or EmbeddingStore(self.settings.embedding_dir),
+            session_factory=self.session_factory,
+            chunk_items=self.settings.embedding_chunk_items,
+            max_pixels=self.settings.max_image_pixels,
+            share_chunk=self.share_chunk,
+        )
 
     @classmethod
     def from_settings(cls, settings: Settings, *, enqueue: Send = None) -> WorkerContext:
@@ -67,6 +90,7 @@ class WorkerContext:
             store=LocalImageStore(settings.image_dir),
             images=ImageCache(settings.cache_dir, max_pixels=settings.max_image_pixels),
             enqueue=enqueue,
+            embeddings=EmbeddingStore(settings.embedding_dir),
         )
 
 
@@ -149,22 +173,32 @@ def round_seed(project_seed: int, round_id: int) -> int:
 
 
 def _execute(ctx: WorkerContext, claim: Claim, timer: PhaseTimer) -> None:
+    notes: list[str] = []
     with timer.phase("load"):
         data = load_round_data(ctx.session_factory, claim)
         record_start(ctx.session_factory, claim, data)
         device = pick_device()
-        tensors = load_tensors(ctx.session_factory, ctx.images, ctx.store, data, device)
+        if not data.project.learns_on_embeddings:
+            tensors = load_tensors(ctx.session_factory, ctx.images, ctx.store, data, device)
     project = data.project
     seed = round_seed(project.seed, claim.round_id)
-    notes: list[str] = []
+    embedded: EmbeddedRound | None = None
+    if project.learns_on_embeddings:
+        with timer.phase("embed"):
+            embedded = embed_round(ctx.embedding_setup(), data, device, notes)
+        tensors = embedded.tensors
+        ensure_still_ours(session_factory=ctx.session_factory, claim=claim)
     if len(tensors.y_train) == 0:
-        with timer.phase("write"):
-            write_random_round(
-                ctx.session_factory, ctx.worker_id, claim, data, tensors, timer.stored, device
-            )
+        _write_first_queue(ctx, claim, data, tensors, embedded, seed, device, timer)
         return
     with timer.phase("train"):
-        model, fit_report = train_model(data, tensors, replace(ctx.train_config, seed=seed), device)
+        model, fit_report = train_model(
+            data,
+            tensors,
+            replace(ctx.train_config, seed=seed),
+            device,
+            feature_dim=embedded.feature_dim if embedded else None,
+        )
     ensure_still_ours(session_factory=ctx.session_factory, claim=claim)
     with timer.phase("evaluate"):
         quality = evaluate_model(model, data, tensors, seed, device, notes)
@@ -192,6 +226,9 @@ def _execute(ctx: WorkerContext, claim: Claim, timer: PhaseTimer) -> None:
             seconds=round(fit_report.seconds, 3),
         ),
         mc_samples=project.mc_samples,
+        network=project.resolved_network,
+        embedding_space=embedded.space_key if embedded else None,
+        embedded_now=embedded.embedded_now if embedded else None,
         strategy=strategy,
         device=str(device),
         attempt=claim.attempt,
@@ -207,6 +244,7 @@ def _execute(ctx: WorkerContext, claim: Claim, timer: PhaseTimer) -> None:
         seed=seed,
         log_probs_N_K_C=log_probs_N_K_C,
         metrics=metrics,
+        model_input=_model_input(ctx, data, tensors, embedded),
     )
     with timer.phase("write"):
         write_round(
@@ -221,3 +259,47 @@ def _execute(ctx: WorkerContext, claim: Claim, timer: PhaseTimer) -> None:
             metrics,
             timer.stored,
         )
+
+
+def _write_first_queue(
+    ctx: WorkerContext,
+    claim: Claim,
+    data: RoundData,
+    tensors: RoundTensors,
+    embedded: EmbeddedRound | None,
+    seed: int,
+    device: torch.device,
+    timer: PhaseTimer,
+) -> None:
+    """No labels to train on: the cold start over the embeddings, or seeded random order."""
+    cold_start = None
+    if embedded is not None and tensors.pool_ids:
+        with timer.phase("select"):
+            cold_start = plan_cold_start(data.project, tensors.x_pool, seed)
+    with timer.phase("write"):
+        write_first_round(
+            ctx.session_factory,
+            ctx.worker_id,
+            claim,
+            data,
+            tensors,
+            timer.stored,
+            device,
+            cold_start=cold_start,
+            embedding_space=embedded.space_key if embedded else None,
+            embedded_now=embedded.embedded_now if embedded else None,
+        )
+
+
+def _model_input(
+    ctx: WorkerContext, data: RoundData, tensors: RoundTensors, embedded: EmbeddedRound | None
+) -> ModelInput | None:
+    """What the exported model reads: the round's pixels, or images through its backbone
+    (None: imported embeddings, which no exported model could compute)."""
+    if embedded is None:
+        return pixel_input(data, tensors)
+    if embedded.backbone is None:
+        return None
+    return backbone_input(
+        ctx.store, data, tensors, embedded.backbone, max_pixels=ctx.settings.max_image_pixels
+    )

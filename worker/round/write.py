@@ -4,6 +4,7 @@ transaction; the random round when nothing is labelled yet; the failure of a rou
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -19,6 +20,7 @@ from core.rounds import Claim, RoundAbandoned, ensure_still_ours, fenced
 from core.tables import Prediction, QueueEntry, Round, RoundStatus, WebhookEvent
 from core.webhooks import emit_round_event
 from worker.round.data import (
+    COLD_START_NOTE,
     NO_LABELS_NOTE,
     NO_VALIDATION_NOTE,
     POOL_USED_UP_NOTE,
@@ -139,7 +141,7 @@ def _done_row(claim: Claim) -> Any:
     )
 
 
-def write_random_round(
+def write_first_round(
     session_factory: sessionmaker[Session],
     worker_id: str,
     claim: Claim,
@@ -147,24 +149,40 @@ def write_random_round(
     tensors: RoundTensors,
     timings: Timings,
     device: torch.device,
+    *,
+    cold_start: tuple[str, QueuePlan] | None = None,
+    embedding_space: str | None = None,
+    embedded_now: int | None = None,
 ) -> None:
-    """No labels to train on: queue the pool in its seeded random order, write no model."""
-    notes = [NO_LABELS_NOTE]
+    """No labels to train on, so no model: queue the cold start's picks (worker.round.plan.
+    plan_cold_start) and then the pool in its seeded random order, or that order alone."""
+    notes = [NO_LABELS_NOTE if cold_start is None else COLD_START_NOTE]
     if not tensors.pool_ids:
         notes.append(POOL_USED_UP_NOTE)
     if len(tensors.y_val) == 0:
         notes.append(NO_VALIDATION_NOTE)
-    queue_ids = tensors.pool_ids[: data.project.queue_size]
+    size = min(data.project.queue_size, len(tensors.pool_ids))
+    picks: list[tuple[int, float, str]] = []
+    if cold_start is not None:
+        strategy, plan = cold_start
+        picks = [
+            (tensors.pool_ids[index], float(score), strategy)
+            for index, score in zip(plan.indices.tolist(), plan.pick_scores.tolist(), strict=True)
+        ]
+    picked = {item_id for item_id, _, _ in picks}
+    rest = (item_id for item_id in tensors.pool_ids if item_id not in picked)
+    picks += [(item_id, 0.0, "random") for item_id in itertools.islice(rest, size - len(picks))]
     queue_rows = [
         {
             "round_id": claim.round_id,
             "item_id": item_id,
             "rank": rank,
-            "score": 0.0,
-            "strategy": "random",
+            "score": score if math.isfinite(score) else 0.0,
+            "strategy": strategy,
         }
-        for rank, item_id in enumerate(queue_ids)
+        for rank, (item_id, score, strategy) in enumerate(picks[:size])
     ]
+    head = cold_start[0] if cold_start is not None else "random"
     metrics = RoundMetrics(
         per_class_accuracy={},
         classes_seen=[],
@@ -174,12 +192,15 @@ def write_random_round(
         pool_items=len(tensors.pool_ids),
         queue_items=len(queue_rows),
         decode_failures=tensors.decode_failures,
-        strategy="random",
+        network=data.project.resolved_network,
+        embedding_space=embedding_space,
+        embedded_now=embedded_now,
+        strategy=head,
         device=str(device),
         attempt=claim.attempt,
         note="; ".join(notes),
     )
-    _commit_round(session_factory, worker_id, claim, "random", queue_rows, [], metrics, timings)
+    _commit_round(session_factory, worker_id, claim, head, queue_rows, [], metrics, timings)
 
 
 def mark_failed(

@@ -1,9 +1,12 @@
 // The "New project" panel and the head's "New project" button that scrolls to it: the form
-// creates the project (name, classes, image size and colour) and opens its dashboard.
+// creates the project (name, classes, image size and colour, and the representation: network,
+// cold start, near duplicates) and opens its dashboard. What the API refuses (a custom
+// backbone without its weights, say) is shown under the form in the API's words.
 
 import * as api from "../api.js";
 import * as session from "../session.js";
 import { $ } from "../ui.js";
+import { bindRepresentation, readRepresentation } from "./representation.js";
 
 export function bindCreateProject() {
   $("#show-create").addEventListener("click", () => {
@@ -11,6 +14,7 @@ export function bindCreateProject() {
     focusCreateProject({ preventScroll: true });
   });
   const form = $("#create-project");
+  bindRepresentation(form);
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
     const error = $("#create-error");
@@ -38,12 +42,19 @@ export function bindCreateProject() {
       return;
     }
     const imageChannels = Number(form.elements.image_channels.value);
+    const representation = readRepresentation(form);
+    if (representation.error) {
+      error.textContent = representation.error;
+      representation.input.focus();
+      return;
+    }
     try {
       const project = await api.post("/projects", {
         name,
         classes,
         image_size: imageSize,
         image_channels: imageChannels,
+        ...representation.body,
       });
       session.rememberProject(project.id);
       location.assign(`/dashboard?project=${project.id}`);

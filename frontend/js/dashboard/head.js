@@ -3,6 +3,7 @@
 // says how to add images while the project has none.
 
 import { $, plural, strategyName } from "../ui.js";
+import { resolvedNetworkText } from "./representation.js";
 
 export function showNoProject(root) {
   root.dataset.state = "no-project";
@@ -30,5 +31,6 @@ export function renderHead(project) {
     `retrain every ${plural(project.retrain_every, "label")}`,
     `${project.mc_samples} MC samples`,
     `images ${project.image_size}×${project.image_size} ${project.image_channels === 3 ? "RGB" : "greyscale"}`,
+    resolvedNetworkText(project),
   ].join(" · ");
 }

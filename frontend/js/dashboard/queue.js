@@ -1,21 +1,12 @@
 // The current-queue panel: the first thumbnails of the latest round's queue, in rank order,
-// each marked once it has been labelled. The thumbnails are fetched with the Bearer header
-// and shown through object URLs, which are revoked when a new round replaces the grid.
+// each marked once it has been labelled. The thumbnails (thumbs.js) are revoked when a new
+// round replaces the grid.
 
 import * as api from "../api.js";
 import { $, el, fmtInt, fmtNum, plural, strategyName } from "../ui.js";
+import { Thumbs } from "./thumbs.js";
 
 const QUEUE_SHOWN = 48; // thumbnails in the queue grid
-const THUMB_CONCURRENCY = 4;
-
-/** Run async jobs with at most `limit` in flight. */
-async function pool(jobs, limit) {
-  const queue = [...jobs];
-  const workers = Array.from({ length: Math.min(limit, queue.length) }, async () => {
-    while (queue.length) await queue.shift()();
-  });
-  await Promise.all(workers);
-}
 
 /** A score in at most 7 characters, so it fits its tile: 0.42, 17, 1.2e5, 2.5e-7. */
 function compactScore(score) {
@@ -36,7 +27,7 @@ function emptyText(queue) {
 export class QueuePanel {
   roundId = null;
   figures = new Map(); // item id → <figure>
-  thumbUrls = [];
+  thumbs = new Thumbs();
 
   /** `queue` is the metrics' queue summary; the entries come from the round itself. */
   async render(queue) {
@@ -62,10 +53,9 @@ export class QueuePanel {
   }
 
   build(entries) {
-    for (const url of this.thumbUrls) URL.revokeObjectURL(url);
-    this.thumbUrls = [];
+    this.thumbs.clear();
     this.figures.clear();
-    const jobs = [];
+    const thumbs = [];
     const figures = entries.map((entry) => {
       const img = el("img", {
         alt: entry.filename ? `Queued image ${entry.filename}` : `Queued item ${entry.item_id}`,
@@ -86,23 +76,10 @@ export class QueuePanel {
         ),
       );
       this.figures.set(entry.item_id, figure);
-      jobs.push(() => this.loadThumb(img, entry.image_url || `/items/${entry.item_id}/image`));
+      thumbs.push([img, entry.image_url || `/items/${entry.item_id}/image`]);
       return figure;
     });
     $("#queue").replaceChildren(...figures);
-    pool(jobs, THUMB_CONCURRENCY);
-  }
-
-  async loadThumb(img, path) {
-    try {
-      const blob = await api.fetchBlob(path);
-      const url = URL.createObjectURL(blob);
-      this.thumbUrls.push(url);
-      img.src = url;
-      await img.decode();
-      if (img.naturalWidth < 104) img.classList.add("pixelated");
-    } catch {
-      img.alt = "image unavailable";
-    }
+    this.thumbs.load(thumbs);
   }
 }

@@ -1,14 +1,18 @@
 // The four summary tiles: images, labelled, current model and next retrain. The model tile
 // names the round whose queue is being served (metrics.queue.round_number), the same round
-// the queue panel shows, so the two never disagree.
+// the queue panel shows, so the two never disagree. The images tile links to the
+// near-duplicates panel when some are flagged.
 
-import { $, fmtInt, fmtNum, fmtPct, plural } from "../ui.js";
+import { $, el, fmtInt, fmtNum, fmtPct, plural } from "../ui.js";
 import { roundActive } from "./retrain.js";
 
 export function renderTiles(metrics) {
   const totals = metrics.totals;
   $("#tile-items").textContent = fmtInt(totals.items);
-  $("#tile-items-sub").textContent = `${fmtInt(totals.pool)} pool · ${fmtInt(totals.validation)} validation`;
+  $("#tile-items-sub").replaceChildren(
+    `${fmtInt(totals.pool)} pool · ${fmtInt(totals.validation)} validation`,
+    ...duplicatesLink(totals.near_duplicates),
+  );
   $("#tile-labelled").textContent = fmtInt(totals.labelled);
   $("#tile-labelled-sub").textContent = totals.pool
     ? `${fmtPct(totals.labelled / totals.pool)} of the pool`
@@ -19,6 +23,15 @@ export function renderTiles(metrics) {
     queue,
   );
   renderRetrainTile(metrics);
+}
+
+/** " · 3 near duplicates", linking to their panel; nothing when there are none. */
+function duplicatesLink(count) {
+  if (!count) return [];
+  return [
+    " · ",
+    el("a", { href: "#duplicates-title", id: "tile-duplicates" }, plural(count, "near duplicate")),
+  ];
 }
 
 function renderModelTile(current, queue) {
