@@ -49,7 +49,7 @@ from worker.round.data import (
 from worker.round.embed import EmbeddedRound, EmbeddingSetup, ShareChunk, embed_round
 from worker.round.model import evaluate_model, infer_pool, train_model
 from worker.round.plan import plan_cold_start, plan_queue
-from worker.round.write import mark_failed, write_first_round, write_round
+from worker.round.write import mark_failed, set_note, write_first_round, write_round
 
 log = logging.getLogger(__name__)
 
@@ -234,18 +234,6 @@ def _execute(ctx: WorkerContext, claim: Claim, timer: PhaseTimer) -> None:
         attempt=claim.attempt,
         note="; ".join(notes) or None,
     )
-    metrics = save_round_model(
-        store=ModelStore(ctx.settings.model_dir),
-        session_factory=ctx.session_factory,
-        claim=claim,
-        data=data,
-        tensors=tensors,
-        model=model,
-        seed=seed,
-        log_probs_N_K_C=log_probs_N_K_C,
-        metrics=metrics,
-        model_input=_model_input(ctx, data, tensors, embedded),
-    )
     with timer.phase("write"):
         write_round(
             ctx.session_factory,
@@ -259,6 +247,23 @@ def _execute(ctx: WorkerContext, claim: Claim, timer: PhaseTimer) -> None:
             metrics,
             timer.stored,
         )
+    # After the write, so annotators get the new queue without waiting for the export
+    # (tracing a backbone into TorchScript costs seconds); `next` serves it meanwhile, and
+    # the model export serves the newest round whose model is saved.
+    saved = save_round_model(
+        store=ModelStore(ctx.settings.model_dir),
+        session_factory=ctx.session_factory,
+        claim=claim,
+        data=data,
+        tensors=tensors,
+        model=model,
+        seed=seed,
+        log_probs_N_K_C=log_probs_N_K_C,
+        metrics=metrics,
+        model_input=_model_input(ctx, data, tensors, embedded),
+    )
+    if saved.note != metrics.note:
+        set_note(ctx.session_factory, claim, saved.note)
 
 
 def _write_first_queue(

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import torch
-from sqlalchemy import insert, update
+from sqlalchemy import insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -201,6 +201,15 @@ def write_first_round(
         note="; ".join(notes),
     )
     _commit_round(session_factory, worker_id, claim, head, queue_rows, [], metrics, timings)
+
+
+def set_note(session_factory: sessionmaker[Session], claim: Claim, note: str | None) -> None:
+    """Replace the note of a round this worker finished (what happened after its write)."""
+    with session_factory() as session, session.begin():
+        done = session.scalar(select(Round).where(Round.id == claim.round_id).with_for_update())
+        if done is None or done.status != RoundStatus.done or done.attempts != claim.attempt:
+            return
+        done.metrics = {**(done.metrics or {}), "note": note}
 
 
 def mark_failed(
