@@ -185,7 +185,7 @@ def timing_lines() -> list[str]:
             f"{r['config']['strategy']} s{r['config']['seed']}: {r['total_s']:.0f} s"
             + (
                 f" (upload's rounds {r['upload_rounds_s']:.0f} s)"
-                if r.get("upload_rounds_s")
+                if r.get("upload_rounds_s", 0) >= 0.5
                 else ""
             )
             for r in finished
