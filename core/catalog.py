@@ -60,11 +60,6 @@ def resolve_network(network: str, *, channels: int, size: int) -> Network:
     return "efficientnet_lite0"
 
 
-def uses_embeddings(network: str, *, channels: int, size: int) -> bool:
-    """Whether rounds learn a head on cached embeddings rather than a network on pixels."""
-    return resolve_network(network, channels=channels, size=size) in EMBEDDING_NETWORKS
-
-
 @dataclass(frozen=True)
 class Entry:
     """One name and what a person reads about it."""

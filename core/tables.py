@@ -37,6 +37,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.sql.elements import ColumnElement
 
+from core.catalog import EMBEDDING_NETWORKS, resolve_network
 from core.hotkeys import effective_hotkeys
 
 # What the columns hold, for the API to check before a write (so a bad value is a 422 that
@@ -175,6 +176,16 @@ class Project(Base):
     def effective_queue_size(self) -> int:
         """Twice the retrain interval by default, so annotators don't run dry mid-round."""
         return self.queue_size or 2 * self.retrain_every
+
+    @property
+    def resolved_network(self) -> str:
+        """The network rounds use: "auto" resolved by the image settings (core.catalog)."""
+        return resolve_network(self.network, channels=self.image_channels, size=self.image_size)
+
+    @property
+    def learns_on_embeddings(self) -> bool:
+        """Whether rounds learn a head on cached embeddings rather than on pixels."""
+        return self.resolved_network in EMBEDDING_NETWORKS
 
     @property
     def effective_hotkeys(self) -> dict[str, str]:

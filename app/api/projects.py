@@ -27,7 +27,6 @@ router = APIRouter(prefix=f"{API_PREFIX}/projects", tags=["projects"])
 def _public(session: SessionDep, project: Project) -> ProjectPublic:
     public = ProjectPublic.model_validate(project)
     public.counts = service.project_counts(session=session, project_id=project.id)
-    public.resolved_network = service.resolved_network(project)
     public.embedding = service.embedding_progress(session=session, project=project)
     return public
 

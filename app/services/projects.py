@@ -12,7 +12,6 @@ from sqlalchemy.orm import Session
 
 from app.schemas import EmbeddingProgressPublic, ProjectCounts, ProjectCreate, ProjectUpdate
 from app.services import Conflict, Invalid, NotFound, dialect_insert
-from core.catalog import EMBEDDING_NETWORKS, resolve_network
 from core.embedding_progress import view_progress
 from core.hotkeys import hotkey_problems, normalise_key
 from core.rounds import open_round
@@ -145,12 +144,6 @@ def _check_custom_backbone(settings: dict[str, Any]) -> None:
 _REPRESENTATION = ("network", "custom_backbone", "custom_weights", "image_size", "image_channels")
 
 
-def resolved_network(project: Project) -> str:
-    return resolve_network(
-        project.network, channels=project.image_channels, size=project.image_size
-    )
-
-
 def representation_of(project: Project) -> tuple[object, ...]:
     """The settings that decide what a round's embeddings are."""
     return tuple(getattr(project, field) for field in _REPRESENTATION)
@@ -160,14 +153,14 @@ def reembed_round(*, session: Session, project: Project, before: tuple[object, .
     """Queue a round when an update changed the representation of a project on frozen
     features (a value that changed, not one resent as it was); the id of the round to send,
     or None (no change, or a round already active)."""
-    if representation_of(project) == before or resolved_network(project) not in EMBEDDING_NETWORKS:
+    if representation_of(project) == before or not project.learns_on_embeddings:
         return None
     opened = open_round(session=session, project=project, trigger="settings")
     return opened.id if opened is not None else None
 
 
 def embedding_progress(*, session: Session, project: Project) -> EmbeddingProgressPublic | None:
-    if resolved_network(project) not in EMBEDDING_NETWORKS:
+    if not project.learns_on_embeddings:
         return None
     row = session.get(EmbeddingProgress, project.id)
     if row is None:

@@ -147,22 +147,23 @@ def embed_round(
             )
             raise
     finish_embedding(setup.session_factory, project_id=project.id, space_key=space.space_key)
-    flagged, skipped = flag_near_duplicates(setup.session_factory, project, space, items)
-    if flagged:
-        kept = "skipped: never queued or trained on" if skipped else "flagged"
-        notes.append(f"{flagged} new images are near duplicates of earlier ones ({kept})")
-    if skipped:
-        data = replace(data, pool=[item for item in data.pool if item.item_id not in skipped])
-        items = round_items(data)
-        keys = [item.file_key for item in items]
-    found = space.get(keys)
-    without = len(items) - len(found.found_positions)
+    # One read of the round's vectors serves the near-duplicate check and the tensors.
+    found = space.get([item.file_key for item in items])
+    item_ids = [items[int(position)].item_id for position in found.found_positions]
+    without = len(items) - len(item_ids)
     if without and backbone is None:
         notes.append(
             f"{without} images have no imported embedding and were left out: import "
             "embeddings for them"
         )
-    item_ids = [items[int(position)].item_id for position in found.found_positions]
+    flagged, skipped = flag_near_duplicates(
+        setup.session_factory, project, item_ids, found.vectors_N_D
+    )
+    if flagged:
+        kept = "skipped: never queued or trained on" if skipped else "flagged"
+        notes.append(f"{flagged} new images are near duplicates of earlier ones ({kept})")
+    if skipped:  # out of the pool; assemble_tensors gathers only the roles' items
+        data = replace(data, pool=[item for item in data.pool if item.item_id not in skipped])
     vectors = torch.from_numpy(found.vectors_N_D).to(device)
     tensors = assemble_tensors(data, item_ids, vectors, device)
     return EmbeddedRound(
@@ -253,16 +254,19 @@ def embed_chunk(
 def flag_near_duplicates(
     session_factory: sessionmaker[Session],
     project: ProjectSnapshot,
-    space: EmbeddingSpace,
-    items: Sequence[ItemImage],
+    item_ids: Sequence[int],
+    vectors_N_D: np.ndarray,
 ) -> tuple[int, set[int]]:
     """Compare the items added since the last check with the earlier ones; flag each near
     duplicate with the item it resembles (and skip it, per the project's policy).
 
+    Args:
+        item_ids: the round's items that have a vector, row by row of `vectors_N_D`.
+
     Returns:
         How many were flagged, and the ids of the items now skipped.
     """
-    if project.near_duplicates == "off":
+    if project.near_duplicates == "off" or not item_ids:
         return 0, set()
     with session_factory() as session:
         checked = session.scalar(
@@ -270,32 +274,22 @@ def flag_near_duplicates(
                 EmbeddingProgress.project_id == project.id
             )
         )
-    checked = checked or 0
-    ordered = sorted(items, key=lambda item: item.item_id)
-    new = [item for item in ordered if item.item_id > checked]
-    if not new:
+    ids_N = np.asarray(item_ids)
+    order_N = np.argsort(ids_N, kind="stable")  # a batch's earlier uploads come first
+    is_new_N = ids_N[order_N] > (checked or 0)
+    new_rows, old_rows = order_N[is_new_N], order_N[~is_new_N]
+    if not len(new_rows):
         return 0, set()
-    old = [item for item in ordered if item.item_id <= checked]
-    new_found, old_found = (
-        space.get([i.file_key for i in new]),
-        space.get([i.file_key for i in old]),
-    )
-    new_with = [new[int(p)] for p in new_found.found_positions]
-    old_with = [old[int(p)] for p in old_found.found_positions]
-    matches = (
-        near_duplicates(
-            new_found.vectors_N_D,
-            old_found.vectors_N_D,
-            max_distance=project.near_duplicate_distance or DEFAULT_MAX_DISTANCE,
-        )
-        if new_with
-        else []
+    matches = near_duplicates(
+        vectors_N_D[new_rows],
+        vectors_N_D[old_rows],
+        max_distance=project.near_duplicate_distance or DEFAULT_MAX_DISTANCE,
     )
     skip = project.near_duplicates == "skip"
     flagged: dict[int, tuple[int, float]] = {}
     for match in matches:
-        twin = (new_with if match.within_batch else old_with)[match.match_row]
-        flagged[new_with[match.new_row].item_id] = (twin.item_id, match.distance)
+        twin_row = (new_rows if match.within_batch else old_rows)[match.match_row]
+        flagged[int(ids_N[new_rows[match.new_row]])] = (int(ids_N[twin_row]), match.distance)
     with session_factory() as session, session.begin():
         for item_id, (twin_id, distance) in flagged.items():
             session.execute(
@@ -310,7 +304,7 @@ def flag_near_duplicates(
         session.execute(
             update(EmbeddingProgress)
             .where(EmbeddingProgress.project_id == project.id)
-            .values(duplicates_checked_through=new[-1].item_id)
+            .values(duplicates_checked_through=int(ids_N[new_rows[-1]]))
         )
     if flagged:
         log.info("flagged %d near duplicates in project %s", len(flagged), project.id)

@@ -29,7 +29,6 @@ from app.schemas import (
     UncoveredItem,
 )
 from app.services.embedding_import.files import KeyedVectors, UnreadableFile, read_vectors
-from app.services.projects import resolved_network
 from core.embeddings import EmbeddingSpace, EmbeddingStore, imported_space_key
 from core.rounds import open_round
 from core.tables import Item, Project
@@ -238,7 +237,7 @@ def coverage(items: list[ItemRef], *, covered: set[str]) -> EmbeddingCoverage:
 
 
 def _network_notes(project: Project) -> list[str]:
-    network = resolved_network(project)
+    network = project.resolved_network
     if network == IMPORTED_NETWORK:
         return []
     return [
@@ -249,7 +248,7 @@ def _network_notes(project: Project) -> list[str]:
 
 def _queue_round(*, session: Session, project: Project, notes: list[str]) -> int | None:
     """A round to learn on the new vectors, if the project's rounds read them (commits)."""
-    if resolved_network(project) != IMPORTED_NETWORK:
+    if project.resolved_network != IMPORTED_NETWORK:
         return None
     opened = open_round(session=session, project=project, trigger=ROUND_TRIGGER)
     if opened is None:

@@ -25,7 +25,6 @@ from app.services.imports.account import import_annotator
 from app.services.imports.plan import ImportPlan, ImportRefused, Planned
 from app.services.imports.sources import Candidate
 from app.services.manifests import LABELS_CSV, LabelUse
-from core.catalog import uses_embeddings
 from core.rounds import open_round, trigger_round_if_due
 from core.storage import ImageStore, content_key
 from core.tables import Item, Label, Project, Split, utcnow
@@ -85,18 +84,12 @@ def write_import(
         opened = trigger_round_if_due(
             session=session, project_id=project.id, retrain_every=project.retrain_every
         )
-    if opened is None and report.created and _learns_on_embeddings(project):
+    if opened is None and report.created and project.learns_on_embeddings:
         # New images on frozen features: a round embeds them (incrementally: only these),
         # checks them for near duplicates and queues them, in seconds.
         opened = open_round(session=session, project=project, trigger="upload")
     report.round_queued = opened.id if opened is not None else None
     return report
-
-
-def _learns_on_embeddings(project: Project) -> bool:
-    return uses_embeddings(
-        project.network, channels=project.image_channels, size=project.image_size
-    )
 
 
 def _write_batches(files: list[Planned]) -> Iterator[list[Planned]]:
